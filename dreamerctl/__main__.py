@@ -1,0 +1,3 @@
+from dreamerctl.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The command line: one module per command; each parses, builds the config, calls run/, renders."""

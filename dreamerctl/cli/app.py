@@ -1,0 +1,79 @@
+"""The Typer app and the one place where errors become `error: ...` lines and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from dreamerctl.cli import compare, eval, find_latest, gif, record, train
+from dreamerctl.errors import DreamerError
+
+app = typer.Typer(
+    name="dreamerctl",
+    help="Train, evaluate, record and compare DreamerV3 agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("train")(train.train)
+app.command("eval")(eval.evaluate)
+app.command("record")(record.record)
+app.command("find-latest")(find_latest.find_latest)
+app.command("gif")(gif.gif)
+app.command("compare")(compare.compare)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks and debug logs (also DREAMERCTL_DEBUG=1)."
+    ),
+) -> None:
+    if debug:
+        os.environ["DREAMERCTL_DEBUG"] = "1"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("DREAMERCTL_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, code: int) -> int:
+    lines = [line for line in str(message).strip().splitlines() if line.strip()] or ["failed"]
+    for line in lines:
+        sys.stderr.write(f"error: {line}\n")
+    sys.stderr.flush()
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (SPEC §6: 0, 1, 2, 130)."""
+    if "--debug" in (argv if argv is not None else sys.argv[1:]):
+        os.environ["DREAMERCTL_DEBUG"] = "1"
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="dreamerctl")
+        return result if isinstance(result, int) else 0
+    except DreamerError as e:
+        if debug_enabled():
+            traceback.print_exc()
+        return fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except Exception as e:
+        # typer's usage errors (bad option, missing argument) carry their own exit code 2.
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            if e.exit_code == 0:
+                return 0
+            return fail(e.format_message(), e.exit_code)
+        if debug_enabled():
+            traceback.print_exc()
+        hint = "" if debug_enabled() else " (run with --debug for the traceback)"
+        return fail(f"{type(e).__name__}: {e}{hint}", 1)
+
+
+def main() -> None:
+    sys.exit(run())

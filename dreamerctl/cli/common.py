@@ -1,0 +1,68 @@
+"""What every command shares: the two consoles, result rendering, the logdir."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# Results go to stdout; progress, logs and errors go to stderr (SPEC §6).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def default_logdir() -> Path:
+    return Path(os.environ.get("DREAMERCTL_LOGDIR") or "~/logdir").expanduser()
+
+
+def logdir_or_default(logdir: Path | None) -> Path:
+    return logdir.expanduser() if logdir is not None else default_logdir()
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None,
+               as_json: bool = False, as_csv: bool = False) -> None:
+    """Render the same rows as a Rich table, a JSON list or CSV."""
+    if as_json:
+        print_json(list(rows))
+        return
+    if as_csv:
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(format_cell(row.get(c)) for c in columns))
+    out.print(table)
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(format_cell(v) for v in value) + "]"
+    return "" if value is None else str(value)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def info(message: str) -> None:
+    err.print(message, highlight=False)

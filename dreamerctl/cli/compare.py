@@ -1,0 +1,33 @@
+"""dreamerctl compare: evaluate several checkpoints on the same seeds, one row each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamerctl.cli.common import logdir_or_default, print_rows
+
+COLUMNS = ["path", "task", "step", "episodes", "mean", "std", "min", "max", "ci95_low",
+           "ci95_high"]
+
+
+def compare(
+    checkpoints: list[str] = typer.Argument(..., help="Checkpoints, run directories or 'latest'."),
+    episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes per checkpoint."),
+    seed: int = typer.Option(0, "--seed", help="The same seeds for every checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of rows."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV: a header and one line per row."),
+    mode: str = typer.Option("sample", "--mode", help="sample | greedy."),
+    logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Evaluate checkpoints on the same seeds; rows sorted by mean score."""
+    from dreamerctl.errors import UsageError
+    from dreamerctl.run.evaluate import compare_checkpoints
+
+    if as_json and as_csv:
+        raise UsageError("--json and --csv exclude each other")
+    rows = compare_checkpoints(checkpoints, logdir_or_default(logdir), episodes=episodes,
+                               seed=seed, mode=mode, device=device)
+    print_rows(rows, COLUMNS, title="compare", as_json=as_json, as_csv=as_csv)

@@ -1,0 +1,34 @@
+"""dreamerctl eval: evaluate one checkpoint and print the score statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamerctl.cli.common import logdir_or_default, print_json, print_rows
+
+COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", "ci95_high",
+           "mean_length"]
+
+
+def evaluate(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="A checkpoint, run dir or 'latest'."),
+    task: str | None = typer.Option(None, "--task", help="Evaluate on another task with the same spaces."),
+    episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to run."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation envs and policy."),
+    mode: str = typer.Option("sample", "--mode", help="sample (as DreamerV3 evaluates) | greedy."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Evaluate a checkpoint: mean, std, min, max and a 95% bootstrap CI of the episode scores."""
+    from dreamerctl.run.evaluate import evaluate_checkpoint, resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=None)
+    result = evaluate_checkpoint(path, task=task, episodes=episodes, seed=seed, mode=mode,
+                                 device=device)
+    if as_json:
+        print_json(result)
+    else:
+        print_rows([result], COLUMNS, title=str(path))

@@ -1,0 +1,26 @@
+"""dreamerctl find-latest: the newest checkpoint under the logdir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamerctl.cli.common import logdir_or_default, out, print_json
+
+
+def find_latest(
+    logdir: Path | None = typer.Option(
+        None, "--logdir", help="Root of run directories [default: $DREAMERCTL_LOGDIR or ~/logdir]."
+    ),
+    task: str | None = typer.Option(None, "--task", help="Only runs of this task."),
+    as_json: bool = typer.Option(False, "--json", help="Print path, run_dir, task and step as JSON."),
+) -> None:
+    """Print the newest checkpoint's path (exit 1 when there is none)."""
+    from dreamerctl.run.rundir import latest_checkpoint
+
+    found = latest_checkpoint(logdir_or_default(logdir), task=task)
+    if as_json:
+        print_json(found.to_dict())
+    else:
+        out.print(str(found.path), highlight=False, soft_wrap=True)

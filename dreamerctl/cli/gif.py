@@ -1,0 +1,28 @@
+"""dreamerctl gif: MP4 files (or folders of them) to GIFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamerctl.cli.common import out
+
+
+def gif(
+    inputs: list[Path] = typer.Argument(..., help="MP4 files or folders holding MP4 files."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o",
+        help="A .gif path (one input) or a folder [default: beside each input].",
+    ),
+    stride: int = typer.Option(2, "--stride", min=1, help="Keep every stride-th frame."),
+    fps: float = typer.Option(15, "--fps", min=0.1, help="GIF frames per second."),
+    width: int | None = typer.Option(None, "--width", min=2, help="Resize to this width."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing GIFs."),
+) -> None:
+    """Convert MP4s to GIFs, keeping every --stride-th frame; prints each GIF's path."""
+    from dreamerctl.video import gif_from_cli
+
+    for path in gif_from_cli(inputs, output=output, stride=stride, fps=fps, width=width,
+                             overwrite=overwrite):
+        out.print(str(path), highlight=False, soft_wrap=True)

@@ -1,0 +1,44 @@
+"""dreamerctl record: MP4 per episode (score in the name), with an agent or a random one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamerctl.cli.common import logdir_or_default, out
+
+
+def record(
+    checkpoint: str = typer.Option(
+        ..., "--checkpoint", "-c", help="A checkpoint, run dir, 'latest' or 'none'."
+    ),
+    random_agent: bool = typer.Option(False, "--random-agent", help="Act uniformly at random."),
+    task: str | None = typer.Option(None, "--task", help="Task (default: the checkpoint's)."),
+    episodes: int = typer.Option(1, "--episodes", "-n", min=1, help="Episodes to record."),
+    output: Path = typer.Option(Path("videos"), "--output", "-o", help="Output folder."),
+    fps: int = typer.Option(30, "--fps", min=1, help="Video frames per second."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", min=1, help="Stop an episode after this many agent steps."
+    ),
+    make_gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside each MP4."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the env and the policy."),
+    with_model: bool = typer.Option(
+        False, "--with-model", help="Show the agent's 64x64 input and the model's reconstruction."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
+    mode: str = typer.Option("sample", "--mode", help="sample | greedy."),
+    logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Record episodes to <output>/episode_<NNN>_score_<score>.mp4 and episodes.jsonl."""
+    from dreamerctl.run.record import record_from_cli
+
+    paths = record_from_cli(
+        checkpoint=checkpoint, random_agent=random_agent, task=task, episodes=episodes,
+        output=output, fps=fps, max_steps=max_steps, make_gif=make_gif, seed=seed,
+        with_model=with_model, overwrite=overwrite, mode=mode,
+        logdir=logdir_or_default(logdir), device=device,
+    )
+    for path in paths:
+        out.print(str(path), highlight=False, soft_wrap=True)

@@ -1,0 +1,43 @@
+"""dreamerctl train TASK: parse, build the config, call the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dreamerctl.cli.common import logdir_or_default, out
+
+
+def train(
+    task: str = typer.Argument(..., help="atari_<game>, dmc_<domain>_<task> or gym_<EnvId>."),
+    preset: list[str] = typer.Option(
+        [], "--preset", "-p", help="Preset name from presets/ or a TOML path; repeatable."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override one field, KEY=VALUE (a TOML literal); repeatable."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Total agent steps (run.steps)."),
+    logdir: Path | None = typer.Option(
+        None, "--logdir", help="Root of run directories [default: $DREAMERCTL_LOGDIR or ~/logdir]."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="run.seed"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (run.device)."),
+    resume: str | None = typer.Option(
+        None, "--resume", help="Continue a run: a checkpoint, a run directory or 'latest'."
+    ),
+) -> None:
+    """Train a DreamerV3 agent; prints the run directory."""
+    from dreamerctl.run.train import train_from_cli
+
+    extra = [f"run.steps={steps}"] if steps is not None else []
+    extra += [f"run.seed={seed}"] if seed is not None else []
+    extra += [f'run.device="{device}"'] if device is not None else []
+    run_dir = train_from_cli(
+        task=task,
+        presets=preset,
+        overrides=[*overrides, *extra],
+        logdir=logdir_or_default(logdir),
+        resume=resume,
+    )
+    out.print(str(run_dir), highlight=False)

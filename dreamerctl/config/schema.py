@@ -1,0 +1,128 @@
+"""The validated, frozen configuration. Every field has its default in presets/default.toml.
+
+Sections map one to one onto components: `run` (the runner), `env` (environments), `world_model`,
+`actor_critic` and `train` (the update loop). Each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RunConfig(Section):
+    steps: int = Field(ge=0, description="Agent steps to train (env frames / action repeat).")
+    seed: int = Field(ge=0)
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["fp32", "bf16"]
+    save_every: float = Field(gt=0, description="Seconds between checkpoints.")
+    report_every: int = Field(ge=0, description="Agent steps between open-loop videos; 0 = end only.")
+    log_every: float = Field(gt=0, description="Seconds between metrics lines.")
+    prefill: int = Field(ge=0, description="Random-policy agent steps before the first update.")
+    eval_episodes: int = Field(ge=1)
+
+
+class AtariConfig(Section):
+    noops: int = Field(ge=0)
+    sticky: bool
+    full_action_space: bool
+    life_done: bool
+    max_frames: int = Field(gt=0, description="Time limit in emulator frames.")
+
+
+class DmcConfig(Section):
+    camera: int = Field(ge=-1, description="-1 picks the task's default (quadruped: 2, else 0).")
+    render_size: list[int] = Field(min_length=2, max_length=2)
+
+
+class EnvConfig(Section):
+    num_envs: int = Field(ge=1)
+    parallel: bool
+    size: list[int] = Field(min_length=2, max_length=2)
+    action_repeat: int = Field(ge=1)
+    time_limit: int = Field(ge=0, description="Agent steps per episode; 0 = the suite's own.")
+    obs_keys: list[Literal["image", "vector"]] = Field(min_length=1)
+    atari: AtariConfig
+    dmc: DmcConfig
+
+    @model_validator(mode="after")
+    def _check_size(self) -> EnvConfig:
+        if any(s < 16 or s % 16 for s in self.size):
+            raise ValueError("env.size must be multiples of 16, at least 16")
+        return self
+
+
+class LossScales(Section):
+    image: float = Field(ge=0)
+    vector: float = Field(ge=0)
+    reward: float = Field(ge=0)
+    cont: float = Field(ge=0)
+    dyn: float = Field(ge=0)
+    rep: float = Field(ge=0)
+
+
+class WorldModelConfig(Section):
+    deter: int = Field(ge=1)
+    hidden: int = Field(ge=1, description="GRU input / image-posterior hidden units.")
+    stoch: int = Field(ge=1, description="Number of categorical latents.")
+    classes: int = Field(ge=2)
+    units: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    cnn_depth: int = Field(ge=1)
+    kernel: int = Field(ge=2)
+    unimix: float = Field(ge=0, lt=1)
+    initial: Literal["learned", "zeros"]
+    free_bits: float = Field(ge=0)
+    bins: int = Field(ge=3)
+    loss_scales: LossScales
+    lr: float = Field(gt=0)
+    eps: float = Field(gt=0)
+    grad_clip: float = Field(gt=0)
+
+
+class ActorCriticConfig(Section):
+    units: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    horizon: int = Field(ge=1)
+    discount_horizon: float = Field(gt=1, description="Discount is 1 - 1 / discount_horizon.")
+    lam: float = Field(ge=0, le=1)
+    entropy: float = Field(ge=0)
+    actor_grad_discrete: Literal["reinforce", "dynamics"]
+    actor_grad_continuous: Literal["reinforce", "dynamics"]
+    min_std: float = Field(gt=0)
+    max_std: float = Field(gt=0)
+    unimix: float = Field(ge=0, lt=1)
+    slow_critic_rate: float = Field(gt=0, le=1)
+    slow_reg: float = Field(ge=0)
+    retnorm_decay: float = Field(ge=0, lt=1)
+    retnorm_low: float = Field(ge=0, le=1)
+    retnorm_high: float = Field(ge=0, le=1)
+    retnorm_max: float = Field(gt=0, description="S = max(retnorm_max, P_high - P_low).")
+    actor_lr: float = Field(gt=0)
+    critic_lr: float = Field(gt=0)
+    eps: float = Field(gt=0)
+    grad_clip: float = Field(gt=0)
+
+
+class TrainConfig(Section):
+    loop: Literal["coupled", "sample_starts"]
+    imag_starts: Literal["all", "last"]
+    batch_size: int = Field(ge=1)
+    batch_length: int = Field(ge=2)
+    train_ratio: float = Field(gt=0)
+    replay_capacity: int = Field(ge=1, description="Replay capacity in agent steps.")
+    replay_chunk: int = Field(ge=1, description="Steps per saved replay chunk.")
+    max_nonfinite: int = Field(ge=1)
+
+
+class Config(Section):
+    run: RunConfig
+    env: EnvConfig
+    world_model: WorldModelConfig
+    actor_critic: ActorCriticConfig
+    train: TrainConfig
