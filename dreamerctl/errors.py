@@ -19,3 +19,9 @@ class RunError(DreamerError):
     """Failure at run time (no checkpoint, unreadable file, ...): exit 1."""
 
     exit_code = 1
+
+
+class Interrupted(DreamerError):
+    """SIGINT or SIGTERM: the work was saved; exit 130."""
+
+    exit_code = 130

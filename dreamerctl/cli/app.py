@@ -9,6 +9,7 @@ import traceback
 import typer
 
 from dreamerctl.cli import compare, eval, find_latest, gif, record, train
+from dreamerctl.cli.common import setup_logging
 from dreamerctl.errors import DreamerError
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ def _root(
 ) -> None:
     if debug:
         os.environ["DREAMERCTL_DEBUG"] = "1"
+        setup_logging(True)
 
 
 def debug_enabled() -> bool:
@@ -54,6 +56,7 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (SPEC §6: 0, 1, 2, 130)."""
     if "--debug" in (argv if argv is not None else sys.argv[1:]):
         os.environ["DREAMERCTL_DEBUG"] = "1"
+    setup_logging(debug_enabled())
     try:
         result = app(args=argv, standalone_mode=False, prog_name="dreamerctl")
         return result if isinstance(result, int) else 0

@@ -60,6 +60,29 @@ def format_cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def setup_logging(debug: bool) -> None:
+    """Logs go to stderr as plain lines (`warning:` prefixed for warnings)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LevelFormatter())
+    root = logging.getLogger("dreamerctl")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+
+
+class LevelFormatter:
+    def format(self, record: Any) -> str:
+        import logging
+
+        # Only the CLI's final message starts with `error:`; logged problems are warnings.
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False)
 

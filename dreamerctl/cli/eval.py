@@ -13,8 +13,12 @@ COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", 
 
 
 def evaluate(
-    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="A checkpoint, run dir or 'latest'."),
-    task: str | None = typer.Option(None, "--task", help="Evaluate on another task with the same spaces."),
+    checkpoint: str = typer.Option(
+        ..., "--checkpoint", "-c", help="A checkpoint, run dir or 'latest'."
+    ),
+    task: str | None = typer.Option(
+        None, "--task", help="Evaluate on another task with the same spaces."
+    ),
     episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to run."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation envs and policy."),
     mode: str = typer.Option("sample", "--mode", help="sample (as DreamerV3 evaluates) | greedy."),

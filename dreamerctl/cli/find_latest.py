@@ -14,7 +14,9 @@ def find_latest(
         None, "--logdir", help="Root of run directories [default: $DREAMERCTL_LOGDIR or ~/logdir]."
     ),
     task: str | None = typer.Option(None, "--task", help="Only runs of this task."),
-    as_json: bool = typer.Option(False, "--json", help="Print path, run_dir, task and step as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print path, run_dir, task and step as JSON."
+    ),
 ) -> None:
     """Print the newest checkpoint's path (exit 1 when there is none)."""
     from dreamerctl.run.rundir import latest_checkpoint

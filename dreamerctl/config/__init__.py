@@ -1,6 +1,14 @@
 """Configuration: pydantic models, preset loading and layering, --set parsing."""
 
-from dreamerctl.config.loader import build_config, dump_config, preset_dir, preset_names, validate
+from dreamerctl.config.loader import (
+    apply_overrides,
+    build_config,
+    config_to_dict,
+    dump_config,
+    preset_dir,
+    preset_names,
+    validate,
+)
 from dreamerctl.config.schema import (
     ActorCriticConfig,
     Config,
@@ -17,7 +25,9 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "WorldModelConfig",
+    "apply_overrides",
     "build_config",
+    "config_to_dict",
     "dump_config",
     "preset_dir",
     "preset_names",

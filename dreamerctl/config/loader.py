@@ -133,6 +133,14 @@ def build_config(
     for name in presets:
         path = resolve_preset(name)
         merge(tree, read_toml(path), sources, str(path))
+    return apply_overrides(tree, overrides, sources)
+
+
+def apply_overrides(
+    tree: Tree, overrides: list[str] | tuple[str, ...], sources: dict[str, str] | None = None
+) -> Config:
+    """Apply `--set KEY=VALUE` overrides to a config tree and validate the result."""
+    sources = {} if sources is None else sources
     for text in overrides:
         keys, value = parse_override(text)
         delta: Tree = {}

@@ -21,7 +21,7 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["fp32", "bf16"]
     save_every: float = Field(gt=0, description="Seconds between checkpoints.")
-    report_every: int = Field(ge=0, description="Agent steps between open-loop videos; 0 = end only.")
+    report_every: int = Field(ge=0, description="Agent steps between open-loop videos.")
     log_every: float = Field(gt=0, description="Seconds between metrics lines.")
     prefill: int = Field(ge=0, description="Random-policy agent steps before the first update.")
     eval_episodes: int = Field(ge=1)

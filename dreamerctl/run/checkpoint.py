@@ -1,0 +1,110 @@
+"""Checkpoints: written atomically, read without executing pickled code (SPEC §5).
+
+A checkpoint is one `torch.save` of plain data: tensors, numbers, strings, lists and dicts, so
+`torch.load(weights_only=True)` reads it. It carries a format version, the task, the spaces, the
+resolved config, the agent state (models, optimisers, normaliser, slow critic), the runner counters,
+the replay sampler state and the RNG states.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from dreamerctl.errors import RunError
+
+FORMAT = "dreamerctl-checkpoint"
+VERSION = 1
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder.
+
+    A kill at any moment leaves either the old or the new checkpoint, never a torn one.
+    """
+    import torch
+
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint safely; every failure is a RunError naming the file."""
+    import torch
+
+    if not path.is_file():
+        raise RunError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise RunError(f"checkpoint {path} is empty")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        raise RunError(describe_load_error(path, e)) from None
+    check_format(path, data)
+    return data
+
+
+def describe_load_error(path: Path, error: Exception) -> str:
+    """One line for a checkpoint that `torch.load(weights_only=True)` rejected."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "GLOBAL" in text:
+        # The file asks to import and call something: a checkpoint never does that.
+        what = next(line for line in text.splitlines() if "GLOBAL" in line).strip()
+        return f"refusing to load {path}: it holds pickled code, not only weights ({what})"
+    if isinstance(error, PermissionError):
+        return f"cannot read checkpoint {path}: permission denied"
+    return f"checkpoint {path} is corrupt or truncated, or not a checkpoint"
+
+
+def check_format(path: Path, data: Any) -> None:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RunError(f"{path} is not a dreamerctl checkpoint")
+    version = data.get("version")
+    if version != VERSION:
+        raise RunError(
+            f"checkpoint {path} has format version {version}, this dreamerctl reads version "
+            f"{VERSION}"
+        )
+    missing = [key for key in ("task", "step", "obs_space", "act_space", "config", "agent")
+               if key not in data]
+    if missing:
+        raise RunError(f"checkpoint {path} lacks {', '.join(missing)}")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Task, counters and spaces without reading the tensors into memory."""
+    data = load_checkpoint(path, mmap=True)
+    return {
+        "task": data["task"],
+        "step": int(data["step"]),
+        "frames": int(data.get("frames", data["step"])),
+        "obs_space": data["obs_space"],
+        "act_space": data["act_space"],
+        "config": data["config"],
+    }

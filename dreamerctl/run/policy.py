@@ -1,0 +1,162 @@
+"""Loading a trained agent from a checkpoint and acting with it in one env (record) or many."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamerctl.config import Config, EnvConfig
+from dreamerctl.config.loader import validate
+from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.errors import DreamerError, RunError, UsageError
+from dreamerctl.run import rundir
+from dreamerctl.run.checkpoint import load_checkpoint, read_meta
+
+
+class Loaded:
+    """A checkpoint's agent with its config, task and spaces."""
+
+    def __init__(self, path: Path, data: dict[str, Any], agent: Any, config: Config) -> None:
+        self.path = path
+        self.agent = agent
+        self.config = config
+        self.task: str = data["task"]
+        self.step = int(data["step"])
+        self.frames = int(data.get("frames", self.step))
+        self.obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
+        self.act_space = ActSpace.from_dict(data["act_space"])
+
+
+def checkpoint_config(path: Path, data: dict[str, Any]) -> Config:
+    try:
+        return validate(dict(data["config"]))
+    except DreamerError as e:
+        raise RunError(f"checkpoint {path} has a config this dreamerctl cannot read: {e}") from None
+
+
+def load_agent(path: Path, device: str = "auto") -> Loaded:
+    """Build the agent a checkpoint describes and load its weights (weights_only)."""
+    from dreamerctl.agent.agent import Agent
+    from dreamerctl.run.device import pick_device
+
+    data = load_checkpoint(path)
+    config = checkpoint_config(path, data)
+    obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
+    act_space = ActSpace.from_dict(data["act_space"])
+    agent = Agent(obs_space, act_space, config.world_model, config.actor_critic, config.train,
+                  device=pick_device(device), precision=config.run.precision)
+    try:
+        agent.load_state(data["agent"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise RunError(f"checkpoint {path} does not match its own model: {e}") from None
+    agent.eval()
+    return Loaded(path, data, agent, config)
+
+
+def check_spaces(task: str, env_cfg: EnvConfig, loaded: Loaded) -> None:
+    """`--task` may replace the checkpoint's task only when the spaces match."""
+    from dreamerctl.envs import make_env
+
+    env = make_env(task, env_cfg, seed=0)
+    try:
+        obs, act = env.obs_space, env.act_space
+    finally:
+        env.close()
+    problems = []
+    if set(obs) != set(loaded.obs_space):
+        problems.append(f"observation keys {sorted(obs)} vs {sorted(loaded.obs_space)}")
+    for key in set(obs) & set(loaded.obs_space):
+        if obs[key] != loaded.obs_space[key]:
+            problems.append(f"{key} {describe(obs[key])} vs {describe(loaded.obs_space[key])}")
+    if act != loaded.act_space:
+        problems.append(f"actions {describe_act(act)} vs {describe_act(loaded.act_space)}")
+    if problems:
+        raise UsageError(
+            f"task {task} does not fit checkpoint of {loaded.task}: " + "; ".join(problems)
+        )
+
+
+def describe(space: Space) -> str:
+    return f"{tuple(space.shape)} {space.dtype}"
+
+
+def describe_act(space: ActSpace) -> str:
+    return f"{space.size} {'discrete' if space.discrete else 'continuous'}"
+
+
+def task_and_env(loaded: Loaded, task: str | None) -> tuple[str, EnvConfig]:
+    env_cfg = loaded.config.env
+    if task is None or task == loaded.task:
+        return loaded.task, env_cfg
+    from dreamerctl.envs import check_task
+
+    check_task(task)
+    check_spaces(task, env_cfg, loaded)
+    return task, env_cfg
+
+
+class AgentActor:
+    """Acts in one env with a loaded agent; `panel()` shows what the agent sees and the world
+    model's reconstruction of it (record --with-model)."""
+
+    def __init__(self, agent: Any, mode: str, with_model: bool) -> None:
+        self.agent = agent
+        self.mode = mode
+        self.with_model = with_model
+        self.state: Any = None
+        self.last_obs: dict[str, Any] | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        batch = {key: np.asarray(value)[None] for key, value in obs.items()}
+        action, self.state = self.agent.policy(batch, self.state, mode=self.mode)
+        self.last_obs = obs
+        return action[0]
+
+    def panel(self) -> list[np.ndarray] | None:
+        if not self.with_model or self.last_obs is None or "image" not in self.last_obs:
+            return None
+        recon = self.agent.reconstruct(self.state)
+        if recon is None:
+            return [np.asarray(self.last_obs["image"])]
+        return [np.asarray(self.last_obs["image"]), recon[0]]
+
+
+def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode: str,
+               device: str, with_model: bool, random_agent: bool) -> tuple[Any, str, EnvConfig]:
+    """The actor, task and env config for `record` with a checkpoint ('latest' or a path)."""
+    import torch
+
+    from dreamerctl.run.record import RandomActor
+
+    check_mode(mode)
+    path = rundir.resolve_checkpoint(checkpoint, logdir, task=None)
+    if random_agent:
+        if with_model:
+            raise UsageError("--with-model needs the checkpoint's agent, not --random-agent")
+        from dreamerctl.config import build_config
+        from dreamerctl.envs import check_task, make_env
+
+        meta = read_meta(path)
+        chosen = task or meta["task"]
+        check_task(chosen)
+        # The run's own env settings for its task; another task gets its suite's defaults.
+        env_cfg = (checkpoint_config(path, meta).env if chosen == meta["task"]
+                   else build_config(chosen).env)
+        env = make_env(chosen, env_cfg, seed=seed)
+        act_space = env.act_space
+        env.close()
+        return RandomActor(act_space, seed), chosen, env_cfg
+    loaded = load_agent(path, device)
+    chosen, env_cfg = task_and_env(loaded, task)
+    torch.manual_seed(seed)
+    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg
+
+
+def check_mode(mode: str) -> None:
+    if mode not in ("sample", "greedy"):
+        raise UsageError(f"unknown --mode '{mode}': use sample or greedy")

@@ -1,0 +1,190 @@
+"""Record episodes to MP4: one file per episode, named with its score, plus episodes.jsonl.
+
+Frames are the env's full-resolution renders (one per agent step, the first right after reset),
+optionally with the actor's panels (agent input, model reconstruction) beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from dreamerctl.envs.base import ActSpace, Env, Obs
+from dreamerctl.errors import UsageError
+from dreamerctl.run.progress import ProgressReporter
+from dreamerctl.video import Mp4Writer, mp4_to_gif, side_by_side
+
+if TYPE_CHECKING:
+    from dreamerctl.config import EnvConfig
+
+JSONL = "episodes.jsonl"
+GIF_STRIDE = 2  # --gif keeps every 2nd frame at half the fps, so it plays in real time
+
+
+class Actor(Protocol):
+    """A policy for one env. `panel()` gives images to show beside the frame, or None."""
+
+    def reset(self) -> None:
+        """Forget the carried state: a new episode starts."""
+
+    def act(self, obs: Obs) -> np.ndarray:
+        """One env's step dict -> one action of the env's act_space (float32 (A,))."""
+
+    def panel(self) -> list[np.ndarray] | None:
+        """uint8 (H, W, 3) images about the last `act` call (e.g. the 64x64 input), or None."""
+
+
+class RandomActor:
+    """Uniform random actions: one-hot for discrete spaces, uniform in [-1, 1] otherwise."""
+
+    def __init__(self, act_space: ActSpace, seed: int) -> None:
+        self.act_space = act_space
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: Obs) -> np.ndarray:
+        return self.act_space.sample(self.rng)
+
+    def panel(self) -> list[np.ndarray] | None:
+        return None
+
+
+def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: int,
+                    max_steps: int | None, make_gif: bool, overwrite: bool, seed: int, task: str,
+                    progress: bool = True) -> list[dict[str, Any]]:
+    """Record `episodes` episodes into `output`; returns one row per episode, as in the JSONL.
+
+    Episode i resets the env with seed + i and ends at is_last or after `max_steps` agent steps.
+    Each row: {"episode", "score", "length", "path", "task", "seed"} with the episode's env seed.
+    """
+    prepare_output(output, overwrite)
+    rows: list[dict[str, Any]] = []
+    with ProgressReporter("record", total=episodes, enabled=progress) as reporter:
+        last_score = None
+
+        def on_step(steps: int, score: float) -> None:
+            reporter.update(len(rows), step=steps, score=score, last_score=last_score)
+
+        for index in range(episodes):
+            row = record_episode(env, actor, index, output, fps, max_steps, seed + index, on_step)
+            row = {**row, "task": task}
+            if make_gif:
+                mp4 = Path(row["path"])
+                mp4_to_gif(mp4, mp4.with_suffix(".gif"), stride=GIF_STRIDE, fps=fps / GIF_STRIDE)
+            append_jsonl(output / JSONL, row)
+            rows.append(row)
+            last_score = row["score"]
+            reporter.update(len(rows), force=True, last_score=last_score, length=row["length"])
+    return rows
+
+
+def record_episode(env: Env, actor: Actor, index: int, output: Path, fps: int,
+                   max_steps: int | None, seed: int,
+                   on_step: Callable[[int, float], None]) -> dict[str, Any]:
+    """Run one episode, streaming frames to a temporary MP4 renamed with the score at the end."""
+    obs = env.reset(seed=seed)
+    actor.reset()
+    score, steps = 0.0, 0
+    with Mp4Writer(output, fps) as writer:
+        while True:
+            # Act before drawing, so the panel shows this observation; the action chosen from
+            # the last observation is never sent to the env.
+            action = actor.act(obs)
+            writer.append(compose(env.render(), actor.panel()))
+            if obs["is_last"] or (max_steps is not None and steps >= max_steps):
+                break
+            obs = env.step(action)
+            score += float(obs["reward"])
+            steps += 1
+            on_step(steps, score)
+        path = output / f"episode_{index:03d}_score_{score:.1f}.mp4"
+        writer.commit(path)
+    return {"episode": index, "score": score, "length": steps, "path": str(path), "seed": seed}
+
+
+def compose(frame: np.ndarray, panel: list[np.ndarray] | None) -> np.ndarray:
+    """The frame alone, or the frame with the actor's panels beside it at the frame's height."""
+    if not panel:
+        return frame
+    return side_by_side([frame, *panel], height=frame.shape[0])
+
+
+def existing_outputs(output: Path) -> list[Path]:
+    """Files of an earlier recording in `output`: episode_* videos and GIFs, episodes.jsonl."""
+    if not output.is_dir():
+        return []
+    found = sorted(output.glob("episode_*.mp4")) + sorted(output.glob("episode_*.gif"))
+    return found + ([output / JSONL] if (output / JSONL).exists() else [])
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse a file as the output folder, and a folder holding a recording unless overwrite."""
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is an existing file, not a folder")
+    old = existing_outputs(output)
+    if old and not overwrite:
+        raise UsageError(f"{old[0]} already exists; pass --overwrite to replace the recording "
+                         "in that folder, or choose another --output")
+
+
+def prepare_output(output: Path, overwrite: bool) -> None:
+    """check_output, then remove an earlier recording (overwrite) and create the folder."""
+    check_output(output, overwrite)
+    for path in existing_outputs(output):
+        path.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episodes: int,
+                    output: Path, fps: int, max_steps: int | None, make_gif: bool, seed: int,
+                    with_model: bool, overwrite: bool, mode: str, logdir: Path,
+                    device: str) -> list[Path]:
+    """`dreamerctl record`: build the actor and env, record, return the MP4 paths."""
+    from dreamerctl.envs import make_env
+
+    if mode not in ("sample", "greedy"):
+        raise UsageError(f"unknown --mode '{mode}': use sample or greedy")
+    # Fail on the output before loading a checkpoint or starting a simulator.
+    check_output(output, overwrite)
+    actor: Actor | None = None
+    if checkpoint == "none":
+        task, env_cfg = random_setup(random_agent, task, with_model)
+    else:
+        from dreamerctl.run.policy import load_actor
+
+        actor, task, env_cfg = load_actor(
+            checkpoint=checkpoint, logdir=logdir, task=task, seed=seed, mode=mode,
+            device=device, with_model=with_model, random_agent=random_agent,
+        )
+    env = make_env(task, env_cfg, seed)
+    try:
+        actor = actor if actor is not None else RandomActor(env.act_space, seed)
+        rows = record_episodes(env, actor, episodes, output, fps, max_steps, make_gif,
+                               overwrite, seed, task)
+    finally:
+        env.close()
+    return [Path(row["path"]) for row in rows]
+
+
+def random_setup(random_agent: bool, task: str | None,
+                 with_model: bool) -> tuple[str, EnvConfig]:
+    """--checkpoint none: the task and its suite's default env config (no model to load)."""
+    from dreamerctl.config import build_config
+
+    if not random_agent or task is None:
+        raise UsageError("--checkpoint none needs --random-agent and --task")
+    if with_model:
+        raise UsageError("--with-model needs a checkpoint: there is no model with "
+                         "--checkpoint none")
+    return task, build_config(task).env

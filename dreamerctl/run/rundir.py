@@ -1,0 +1,129 @@
+"""The run directory of SPEC §5 and how `latest` finds checkpoints in it.
+
+    <logdir>/dreamer_<task>/<YYYYmmdd-HHMMSS>/
+        checkpoint.pt, config.toml, metrics.jsonl, scores.jsonl, openloop/, replay/
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dreamerctl.errors import RunError, UsageError
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+SCORES = "scores.jsonl"
+PREFIX = "dreamer_"
+
+
+def new_run_dir(logdir: Path, task: str) -> Path:
+    """Create `<logdir>/dreamer_<task>/<timestamp>/`, never reusing an existing folder."""
+    parent = logdir / f"{PREFIX}{task}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        path = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"cannot create a new run directory under {parent}")
+
+
+def task_of_run_dir(run_dir: Path) -> str | None:
+    name = run_dir.parent.name
+    return name[len(PREFIX):] if name.startswith(PREFIX) else None
+
+
+@dataclass(frozen=True)
+class Found:
+    """A checkpoint that `latest` resolved to."""
+
+    path: Path
+    run_dir: Path
+    task: str
+    step: int
+    frames: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "run_dir": str(self.run_dir), "task": self.task,
+                "step": self.step, "frames": self.frames}
+
+
+def checkpoints_under(logdir: Path, task: str | None = None) -> list[Path]:
+    """Every `dreamer_<task>/<run>/checkpoint.pt` under `logdir`, newest first (by mtime)."""
+    if not logdir.is_dir():
+        return []
+    pattern = f"{PREFIX}{task}/*/{CHECKPOINT}" if task else f"{PREFIX}*/*/{CHECKPOINT}"
+    found = []
+    for path in logdir.glob(pattern):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    return [path for _, path in sorted(found, key=lambda item: item[0], reverse=True)]
+
+
+def latest_checkpoint(logdir: Path, task: str | None = None) -> Found:
+    """The newest checkpoint under `logdir` (restricted to `task`); RunError when there is none."""
+    from dreamerctl.run.checkpoint import read_meta
+
+    candidates = checkpoints_under(logdir, task)
+    if not candidates:
+        where = f" for task {task}" if task else ""
+        raise RunError(f"no checkpoint found under {logdir}{where}")
+    path = candidates[0]
+    meta = read_meta(path)
+    return Found(path=path, run_dir=path.parent, task=meta["task"], step=meta["step"],
+                 frames=meta["frames"])
+
+
+def resolve_checkpoint(spec: str, logdir: Path, task: str | None = None) -> Path:
+    """`latest`, a run directory or a checkpoint path -> the checkpoint file."""
+    if spec == "latest":
+        return latest_checkpoint(logdir, task).path
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        candidate = path / CHECKPOINT
+        if not candidate.is_file():
+            raise RunError(f"no {CHECKPOINT} in run directory {path}")
+        return candidate
+    if not path.exists():
+        raise RunError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise UsageError(f"not a checkpoint file: {path}")
+    return path
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line. A torn last line (a kill mid-write) is ended first, so it stays one bad
+    line that readers skip instead of corrupting the next record."""
+    line = json.dumps(record, allow_nan=True) + "\n"
+    with path.open("a+b") as f:
+        f.seek(0, 2)
+        if f.tell() > 0:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write(line.encode())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete JSON lines of a file; torn or garbage lines are skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    with path.open("rb") as f:
+        for raw in f:
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records

@@ -1,0 +1,137 @@
+"""Preset layering, --set parsing and every config error path (SPEC §6)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from dreamerctl.config import build_config, dump_config, preset_dir, preset_names, validate
+from dreamerctl.config.loader import parse_override
+from dreamerctl.errors import UsageError
+
+SHIPPED = {"default", "atari", "dmc_vision", "dmc_proprio", "gym", "small", "medium", "large",
+           "xlarge", "debug"}
+
+
+def test_shipped_presets_exist_and_validate() -> None:
+    assert set(preset_names()) >= SHIPPED
+    for name in SHIPPED - {"default"}:
+        build_config("gym_CartPole-v1", [name])
+
+
+def test_contract_field_names_exist() -> None:
+    config = build_config("atari_pong")
+    for section, field in [("run", "steps"), ("run", "seed"), ("run", "device"),
+                           ("run", "save_every"), ("env", "num_envs"), ("train", "loop"),
+                           ("train", "imag_starts"), ("train", "batch_size"),
+                           ("train", "batch_length"), ("train", "train_ratio")]:
+        assert hasattr(getattr(config, section), field)
+
+
+def test_suite_preset_layers_over_default() -> None:
+    assert build_config("atari_pong").env.action_repeat == 4
+    assert build_config("dmc_walker_walk").env.action_repeat == 2
+    assert build_config("dmc_walker_walk").env.obs_keys == ["image"]
+    assert build_config("gym_CartPole-v1").env.action_repeat == 1
+
+
+def test_layering_order_later_wins(tmp_path: Path) -> None:
+    first = tmp_path / "first.toml"
+    first.write_text("[train]\nbatch_size = 3\nbatch_length = 5\n")
+    second = tmp_path / "second.toml"
+    second.write_text("[train]\nbatch_size = 7\n")
+    config = build_config("atari_pong", ["debug", str(first), str(second)],
+                          ["train.batch_length=9"])
+    assert config.train.batch_size == 7          # second preset over first
+    assert config.train.batch_length == 9        # --set over every preset
+    assert config.world_model.deter == 32        # debug still applies
+    assert config.env.action_repeat == 4         # suite preset under everything
+
+
+def test_set_values_are_toml_literals() -> None:
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a.b=3.5") == (["a", "b"], 3.5)
+    assert parse_override("a.b=true") == (["a", "b"], True)
+    assert parse_override('a.b="x"') == (["a", "b"], "x")
+    assert parse_override("a.b=cpu") == (["a", "b"], "cpu")  # a bare word is a string
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    config = build_config("gym_CartPole-v1", [], ["run.device=cpu", "env.size=[32, 32]"])
+    assert config.run.device == "cpu"
+    assert config.env.size == [32, 32]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.foo=1", "unknown field 'train.foo' (from --set train.foo=1)"),
+    ("nothing.here=1", "unknown field 'nothing'"),
+    ("run.steps=-5", "invalid value -5 for 'run.steps' (from --set run.steps=-5)"),
+    ("train.batch_length=1", "'train.batch_length'"),
+    ('run.steps="many"', "invalid value 'many' for 'run.steps'"),
+    ("train.loop=fast", "'train.loop'"),
+    ("run.precision=fp16", "'run.precision'"),
+])
+def test_invalid_override_names_field_and_origin(override: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        build_config("gym_CartPole-v1", [], [override])
+    assert message in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_error_names_the_preset_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nbatch_length = 1\nwhatever = 2\n")
+    with pytest.raises(UsageError) as info:
+        build_config("gym_CartPole-v1", [str(bad)])
+    text = str(info.value)
+    assert f"'train.batch_length' (from {bad})" in text
+    assert f"unknown field 'train.whatever' (from {bad})" in text
+
+
+def test_wrong_type_in_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[run]\nsteps = "10"\n')
+    with pytest.raises(UsageError, match=r"'run.steps' \(from .*bad.toml\).*valid integer"):
+        build_config("gym_CartPole-v1", [str(bad)])
+
+
+@pytest.mark.parametrize("args, message", [
+    ((["nosuchpreset"], []), "unknown preset 'nosuchpreset'"),
+    ((["debgu"], []), "did you mean debug"),
+    ((["/nowhere/x.toml"], []), "preset file not found: /nowhere/x.toml"),
+    (([], ["novalue"]), "--set expects KEY=VALUE"),
+    (([], ["=3"]), "--set expects KEY=VALUE"),
+])
+def test_usage_errors(args: tuple[list[str], list[str]], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        build_config("gym_CartPole-v1", *args)
+
+
+def test_invalid_toml_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(UsageError, match="is not valid TOML"):
+        build_config("gym_CartPole-v1", [str(bad)])
+
+
+def test_unknown_suite() -> None:
+    with pytest.raises(UsageError, match="unknown task 'mujoco_ant'"):
+        build_config("mujoco_ant")
+
+
+def test_dumped_config_is_a_preset_again(tmp_path: Path) -> None:
+    config = build_config("atari_pong", ["debug"], ["train.batch_size=5", "run.seed=3"])
+    path = tmp_path / "config.toml"
+    path.write_text(dump_config(config))
+    assert validate(tomllib.loads(path.read_text())) == config
+    assert build_config("atari_pong", [str(path)]) == config
+
+
+def test_config_is_frozen() -> None:
+    config = build_config("atari_pong")
+    with pytest.raises(Exception, match="frozen"):
+        config.run.steps = 3  # type: ignore[misc]
+
+
+def test_presets_are_found_in_the_package() -> None:
+    assert (preset_dir() / "default.toml").is_file()
