@@ -38,10 +38,10 @@ def checkpoint_config(path: Path, data: dict[str, Any]) -> Config:
 
 def load_agent(path: Path, device: str = "auto") -> Loaded:
     """Build the agent a checkpoint describes and load its weights (weights_only)."""
+    data = load_checkpoint(path)
     from dreamerctl.agent.agent import Agent
     from dreamerctl.run.device import pick_device
 
-    data = load_checkpoint(path)
     config = checkpoint_config(path, data)
     obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
     act_space = ActSpace.from_dict(data["act_space"])

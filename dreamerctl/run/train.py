@@ -113,9 +113,14 @@ class Trainer:
         spaces["action"] = ((self.envs.act_space.size,), "float32")
         spaces.update(STEP_SPACES)
         needed = Replay.bytes_needed(spaces, train.replay_capacity)
-        check_memory(needed)
+        check_memory(needed, capacity=train.replay_capacity)
         log.info("replay: capacity %d steps, %s at full capacity", train.replay_capacity,
                  format_bytes(needed))
+        if train.replay_capacity // env.num_envs < train.batch_length:
+            raise UsageError(
+                f"train.replay_capacity {train.replay_capacity} is too small for "
+                f"{env.num_envs} envs and train.batch_length {train.batch_length}"
+            )
         self.replay = Replay(spaces, env.num_envs, train.replay_capacity, train.batch_size,
                              train.batch_length, seed=run.seed,
                              directory=self.run_dir / "replay", chunk=train.replay_chunk)

@@ -1,0 +1,89 @@
+"""The CLI contract of SPEC §6, through real subprocesses: help, exit codes, one error line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_one_error, run_cli
+
+COMMANDS = ["train", "eval", "record", "find-latest", "gif", "compare"]
+
+
+def test_root_help_lists_every_command() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert result.stderr == ""
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    assert_one_error(run_cli("bogus"), 2, "No such command 'bogus'")
+
+
+def test_missing_argument_is_a_usage_error() -> None:
+    assert_one_error(run_cli("train"), 2, "Missing argument")
+
+
+def test_unknown_task_suggests_close_matches() -> None:
+    assert_one_error(run_cli("train", "atari_pongg"), 2, "atari_pong")
+
+
+def test_unknown_suite() -> None:
+    assert_one_error(run_cli("train", "mujoco_ant"), 2, "unknown suite 'mujoco'")
+
+
+def test_bad_override_names_the_field() -> None:
+    result = run_cli("train", "gym_CartPole-v1", "--set", "train.batch_length=1")
+    assert_one_error(result, 2, "'train.batch_length' (from --set train.batch_length=1)")
+
+
+def test_unknown_preset() -> None:
+    assert_one_error(run_cli("train", "gym_CartPole-v1", "--preset", "tiny"), 2,
+                     "unknown preset 'tiny'")
+
+
+def test_negative_steps() -> None:
+    assert_one_error(run_cli("train", "gym_CartPole-v1", "--steps", "-3"), 2, "'run.steps'")
+
+
+def test_find_latest_in_an_empty_logdir(tmp_path: Path) -> None:
+    result = run_cli("find-latest", "--logdir", str(tmp_path))
+    assert_one_error(result, 1, f"no checkpoint found under {tmp_path}")
+    assert result.stdout == ""
+
+
+def test_eval_latest_without_runs(tmp_path: Path) -> None:
+    result = run_cli("eval", "--checkpoint", "latest", "--logdir", str(tmp_path))
+    assert_one_error(result, 1, "no checkpoint found")
+
+
+def test_eval_missing_file(tmp_path: Path) -> None:
+    assert_one_error(run_cli("eval", "--checkpoint", str(tmp_path / "x.pt")), 1,
+                     "checkpoint not found")
+
+
+def test_eval_garbage_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"\x00garbage" * 100)
+    assert_one_error(run_cli("eval", "--checkpoint", str(path)), 1, str(path))
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run_cli("--debug", "eval", "--checkpoint", str(tmp_path / "x.pt"))
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert "error: checkpoint not found" in result.stderr
+
+
+def test_compare_json_and_csv_exclude_each_other(tmp_path: Path) -> None:
+    assert_one_error(run_cli("compare", str(tmp_path), "--json", "--csv"), 2, "exclude")
