@@ -21,12 +21,18 @@ def record(
     max_steps: int | None = typer.Option(
         None, "--max-steps", min=1, help="Stop an episode after this many agent steps."
     ),
-    make_gif: bool = typer.Option(False, "--gif", help="Also write a GIF beside each MP4."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the env and the policy."),
+    make_gif: bool = typer.Option(
+        False, "--gif", help="Also write a GIF beside each MP4 (every 2nd frame, real time)."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the policy; episode i resets the env with seed + i."
+    ),
     with_model: bool = typer.Option(
         False, "--with-model", help="Show the agent's 64x64 input and the model's reconstruction."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier recording in the output folder."
+    ),
     mode: str = typer.Option("sample", "--mode", help="sample | greedy."),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),

@@ -1,0 +1,63 @@
+"""Helpers every suite adapter shares: observation keys, image resizing, actions, step dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dreamerctl.envs.base import Obs
+from dreamerctl.errors import UsageError
+
+
+def select_keys(task: str, offered: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """The observation keys of `wanted` (cfg.obs_keys) that the env offers, in offered order."""
+    keys = [key for key in offered if key in wanted]
+    if not keys:
+        raise UsageError(
+            f"task '{task}' offers observations {list(offered)}, but env.obs_keys is "
+            f"{list(wanted)}; set env.obs_keys to include one of them"
+        )
+    return keys
+
+
+def resize(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """uint8 (h, w, C) or (h, w) -> uint8 (H, W, 3) with (H, W) = size, bilinear (antialiased)."""
+    if frame.ndim == 3 and frame.shape[-1] == 1:
+        frame = frame[..., 0]
+    height, width = int(size[0]), int(size[1])
+    if frame.shape[:2] != (height, width):
+        image = Image.fromarray(np.ascontiguousarray(frame))
+        frame = np.asarray(image.resize((width, height), Image.BILINEAR))
+    if frame.ndim == 2:  # grey -> RGB
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    return np.ascontiguousarray(frame, dtype=np.uint8)
+
+
+def discrete_index(action: Any) -> int:
+    """One-hot (or any score vector) (A,) -> the chosen index (argmax)."""
+    return int(np.argmax(np.asarray(action).reshape(-1)))
+
+
+def rescale(action: Any, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Float (A,) in [-1, 1] -> the env's Box bounds, clipped first; unbounded dims pass through."""
+    action = np.clip(np.asarray(action, dtype=np.float64).reshape(low.shape), -1.0, 1.0)
+    bounded = np.isfinite(low) & np.isfinite(high)
+    low, high = np.where(bounded, low, -1.0), np.where(bounded, high, 1.0)
+    return low + (action + 1.0) / 2.0 * (high - low)
+
+
+def step_dict(
+    obs: dict[str, np.ndarray], reward: float = 0.0, is_first: bool = False,
+    is_last: bool = False, is_terminal: bool = False,
+) -> Obs:
+    """Observation keys plus the step keys of the env contract (envs/base.py)."""
+    return {
+        **obs,
+        "reward": np.float32(reward),
+        "is_first": bool(is_first),
+        "is_last": bool(is_last),
+        "is_terminal": bool(is_terminal),
+    }

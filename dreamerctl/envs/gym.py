@@ -1,0 +1,153 @@
+"""Any registered gymnasium env (`gym_<EnvId>`, e.g. gym_CartPole-v1, gym_Pendulum-v1).
+
+A rank-1 Box observation becomes `vector` (float32), an (H, W, C) or (H, W) uint8 Box becomes
+`image` resized to cfg.size; Discrete actions are one-hot, Box actions lie in [-1, 1]. An id of
+the form `module:EnvId` imports `module` first (gymnasium's convention for third-party envs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import numpy as np
+
+from dreamerctl.config.schema import EnvConfig
+from dreamerctl.envs.base import ActSpace, Env, Obs, Space
+from dreamerctl.envs.common import discrete_index, rescale, resize, select_keys, step_dict
+from dreamerctl.envs.registry import unknown
+from dreamerctl.errors import UsageError
+
+
+def registry() -> dict[str, Any]:
+    import gymnasium
+
+    return gymnasium.registry
+
+
+def check(env_id: str) -> None:
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"cannot import module '{module}' of gym_{env_id}: {e}") from None
+    if name.startswith("ALE/") and name not in registry():
+        import ale_py
+        import gymnasium
+
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr
+        gymnasium.register_envs(ale_py)
+    if name not in registry():
+        raise unknown("gymnasium id", env_id, "gym", registry())
+
+
+def make(env_id: str, cfg: EnvConfig, seed: int) -> Env:
+    return Gym(env_id, cfg, seed)
+
+
+def headless_pygame() -> None:
+    """Classic-control envs draw rgb_array frames with pygame: keep its banner off stdout (where
+    results go) and SDL off the (absent) display and sound card, whose errors go to stderr."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+def needs_mujoco(env_id: str) -> bool:
+    entry = registry()[env_id.rpartition(":")[2]].entry_point
+    return isinstance(entry, str) and "mujoco" in entry
+
+
+class Gym(Env):
+    """One gymnasium env made with render_mode="rgb_array"; see the module docstring."""
+
+    def __init__(self, env_id: str, cfg: EnvConfig, seed: int) -> None:
+        import gymnasium
+
+        headless_pygame()
+        if needs_mujoco(env_id):
+            from dreamerctl.envs.rendering import ensure_mujoco_gl
+
+            ensure_mujoco_gl()
+        self.task = f"gym_{env_id}"
+        self.cfg = cfg
+        kwargs: dict[str, Any] = {"render_mode": "rgb_array", "disable_env_checker": True}
+        if cfg.time_limit > 0:  # the TimeLimit wrapper counts agent steps; keep gym's out of it
+            kwargs["max_episode_steps"] = cfg.time_limit * cfg.action_repeat
+        self.env = gymnasium.make(env_id, **kwargs)
+        self.obs_key, obs_space = observation_space(self.task, self.env.observation_space, cfg)
+        self.keys = select_keys(self.task, [self.obs_key], cfg.obs_keys)
+        self.obs_space = {self.obs_key: obs_space}
+        self.act_space = action_space(self.task, self.env.action_space)
+        self.seed: int | None = seed
+        self.env.action_space.seed(seed)
+
+    def reset(self, seed: int | None = None) -> Obs:
+        # Seed once; later episodes continue the env's RNG.
+        seed = self.seed if seed is None else seed
+        self.seed = None
+        obs, _ = self.env.reset(seed=seed)
+        return step_dict(self.observe(obs), is_first=True)
+
+    def step(self, action: np.ndarray) -> Obs:
+        action = self.convert(action)
+        reward, terminated, truncated = 0.0, False, False
+        for _ in range(self.cfg.action_repeat):
+            obs, r, terminated, truncated, _ = self.env.step(action)
+            reward += float(r)
+            if terminated or truncated:
+                break
+        return step_dict(
+            self.observe(obs), reward, is_last=terminated or truncated, is_terminal=terminated,
+        )
+
+    def convert(self, action: np.ndarray) -> Any:
+        """Our action -> the env's: one-hot -> int, [-1, 1] -> the Box bounds and dtype."""
+        space = self.env.action_space
+        if self.act_space.discrete:
+            return int(space.start) + discrete_index(action)
+        return rescale(action, space.low, space.high).astype(space.dtype)
+
+    def observe(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        if self.obs_key == "vector":
+            return {"vector": np.asarray(obs, dtype=np.float32)}
+        return {"image": resize(np.asarray(obs, dtype=np.uint8), self.cfg.size)}
+
+    def render(self) -> np.ndarray:
+        """The env's rgb_array frame at its own size, uint8 (H, W, 3)."""
+        frame = self.env.render()
+        if frame is None:
+            raise UsageError(f"{self.task} cannot render rgb_array frames")
+        return np.asarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def observation_space(task: str, space: Any, cfg: EnvConfig) -> tuple[str, Space]:
+    """A gymnasium observation space -> ("vector", Space) or ("image", Space)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box) and len(space.shape) == 1:
+        return "vector", Space((int(space.shape[0]),), "float32")
+    is_image = len(space.shape or ()) == 2 or (
+        len(space.shape or ()) == 3 and space.shape[-1] in (1, 3)
+    )
+    if isinstance(space, spaces.Box) and space.dtype == np.uint8 and is_image:
+        return "image", Space((*cfg.size, 3), "uint8")
+    raise UsageError(
+        f"{task} has observation space {space}: supported are rank-1 Box (vector) and "
+        "uint8 (H, W, C) Box (image)"
+    )
+
+
+def action_space(task: str, space: Any) -> ActSpace:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return ActSpace(discrete=True, size=int(space.n))
+    if isinstance(space, spaces.Box):
+        return ActSpace(discrete=False, size=int(np.prod(space.shape)))
+    raise UsageError(f"{task} has action space {space}: supported are Discrete and Box")
