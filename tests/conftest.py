@@ -1,36 +1,13 @@
-"""Shared fixtures: a private logdir and a subprocess runner for the real CLI."""
+"""Shared fixtures: every test gets a private logdir."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @pytest.fixture(autouse=True)
 def _isolated_logdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's ~/logdir."""
     monkeypatch.setenv("DREAMERCTL_LOGDIR", str(tmp_path / "logdir"))
-
-
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `python -m dreamerctl ARGS` in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("DREAMERCTL_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "dreamerctl", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_error(result: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
-    """The SPEC §6 error shape: exit code, exactly one `error:` line, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr

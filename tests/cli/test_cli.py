@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_one_error, run_cli
+from tests.helpers import assert_one_error, run_cli
 
 COMMANDS = ["train", "eval", "record", "find-latest", "gif", "compare"]
 

@@ -6,10 +6,10 @@ import json
 import math
 from pathlib import Path
 
-from conftest import assert_one_error, run_cli
 from PIL import Image
 
 from dreamerctl.video import read_frames
+from tests.helpers import assert_one_error, run_cli
 
 RECORD = ["record", "--checkpoint", "none", "--random-agent", "--task", "gym_CartPole-v1",
           "--episodes", "2", "--max-steps", "30"]
