@@ -127,6 +127,8 @@ class Trainer:
         if self.resume is not None:
             self.restore(self.resume)
         (self.run_dir / rundir.CONFIG).write_text(dump_config(self.config))
+        for name in (rundir.METRICS, rundir.SCORES):
+            (self.run_dir / name).touch()
 
     def restore(self, data: dict[str, Any]) -> None:
         import torch
@@ -191,6 +193,7 @@ class Trainer:
         next_report = self.next_report()
         obs = self.envs.reset()
         state = None
+        rates: dict[str, float] = {}
         with ProgressReporter(f"train {self.task}", run.steps, interval=run.log_every) as bar:
             while self.step < run.steps and self.signal is None:
                 for episode in tracker.update(obs):
@@ -207,10 +210,10 @@ class Trainer:
                 self.train_due(num, window)
                 now = time.monotonic()
                 if now - last_log >= run.log_every or self.step >= run.steps:
-                    self.log_metrics(window, now - last_log)
+                    rates = self.log_metrics(window, now - last_log)
                     window, last_log = Window(scores=window.scores[-1:]), now
                 bar.update(self.step, updates=self.updates, score=self.last_score(window),
-                           **window.rates())
+                           **rates)
                 if now - last_save >= run.save_every:
                     self.save()
                     last_save = time.monotonic()
@@ -255,7 +258,8 @@ class Trainer:
         rundir.append_jsonl(self.run_dir / rundir.SCORES, {
             "step": self.frames, "episode/score": score, "episode/length": length})
 
-    def log_metrics(self, window: Window, seconds: float) -> None:
+    def log_metrics(self, window: Window, seconds: float) -> dict[str, float]:
+        """Write one metrics line; returns the rates shown beside the progress bar."""
         train = self.config.train
         record: dict[str, Any] = {"step": self.frames, **window.means()}
         record["fps/env"] = window.steps * self.config.env.action_repeat / max(seconds, 1e-9)
@@ -271,6 +275,7 @@ class Trainer:
         if window.scores:
             record["episode/score_mean"] = float(np.mean(window.scores))
         rundir.append_jsonl(self.run_dir / rundir.METRICS, record)
+        return {"env_fps": record["fps/env"], "upd_s": record["train/updates_per_s"]}
 
     def save(self) -> None:
         import torch
@@ -323,7 +328,6 @@ class Window:
         self.sums: dict[str, float] = {}
         self.updates = 0
         self.steps = 0
-        self.started = time.monotonic()
         self.scores: list[float] = list(scores or [])
 
     def add(self, metrics: dict[str, float], count: int) -> None:
@@ -336,9 +340,6 @@ class Window:
             return {}
         return {key: value / self.updates for key, value in self.sums.items()}
 
-    def rates(self) -> dict[str, float]:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        return {"env_fps": self.steps / elapsed, "upd_s": self.updates / elapsed}
 
 
 def drop_after(path: Path, frames: int) -> None:

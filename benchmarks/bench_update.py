@@ -1,0 +1,163 @@
+"""Update speed of the agent on DMC-vision shapes with synthetic data (SPEC §7).
+
+    python benchmarks/bench_update.py --preset small --loop coupled --imag-starts all \
+        --precision bf16 --updates 3 --json
+
+Builds the agent from the config of `dmc_vision` with `--preset` layered over it (64x64x3 images,
+a 6-dim continuous action, batch 16 x 64), warms up, then times `--updates` updates the way
+`dreamerctl.agent.loops.run_updates` runs them, world-model and actor-critic phases apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamerctl.agent.agent import Agent
+from dreamerctl.agent.loops import select_starts, summarise
+from dreamerctl.config.loader import build_config
+from dreamerctl.envs.base import ActSpace, Space
+
+ACTION_DIM = 6
+POOL = 2  # distinct synthetic batches, reused in turn
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--loop", choices=("coupled", "sample_starts"), default="coupled")
+    parser.add_argument("--imag-starts", choices=("all", "last"), default="all")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--updates", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps default")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def synthetic_batches(shape: tuple[int, int], batch: int, length: int,
+                      rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Random batches shaped like DMC-vision replay samples; episodes start at t = 0."""
+    pool = []
+    for _ in range(POOL):
+        is_first = np.zeros((batch, length), bool)
+        is_first[:, 0] = True
+        pool.append({
+            "image": rng.integers(0, 256, (batch, length, *shape, 3), dtype=np.uint8),
+            "action": rng.uniform(-1, 1, (batch, length, ACTION_DIM)).astype(np.float32),
+            "reward": rng.uniform(0, 1, (batch, length)).astype(np.float32),
+            "is_first": is_first,
+            "is_last": np.zeros((batch, length), bool),
+            "is_terminal": np.zeros((batch, length), bool),
+        })
+    return pool
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, loop: str,
+                  imag_starts: str) -> tuple[float, float, dict[str, float]]:
+    """Seconds in world-model and actor-critic phases over `count` updates, and the metrics
+    (converted once at the end, as run_updates does)."""
+    records, wm_s, ac_s = [], 0.0, 0.0
+
+    def world_model() -> dict[str, torch.Tensor]:
+        nonlocal wm_s
+        start = time.perf_counter()
+        metrics, post = agent.update_world_model(sample())
+        sync(agent.device)
+        wm_s += time.perf_counter() - start
+        records.append(metrics)
+        return post
+
+    def actor_critic(post: dict[str, torch.Tensor] | None) -> None:
+        nonlocal ac_s
+        start = time.perf_counter()
+        post = agent.encode_starts(sample()) if post is None else post
+        records.append(agent.update_actor_critic(select_starts(post, imag_starts)))
+        sync(agent.device)
+        ac_s += time.perf_counter() - start
+
+    if loop == "coupled":
+        for _ in range(count):
+            actor_critic(world_model())
+    else:
+        for _ in range(count):
+            world_model()
+        for _ in range(count):
+            actor_critic(None)
+    return wm_s, ac_s, summarise(records, count)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    config = build_config(None, ["dmc_vision", args.preset])
+    train, size = config.train, tuple(config.env.size)
+    agent = Agent({"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM),
+                  config.world_model, config.actor_critic, train, device=args.device,
+                  precision=args.precision)
+    pool = synthetic_batches(size, train.batch_size, train.batch_length,
+                             np.random.default_rng(args.seed))
+    counter = iter(range(10**9))
+
+    def sample() -> dict[str, np.ndarray]:
+        return pool[next(counter) % POOL]
+
+    timed_updates(agent, sample, args.warmup, args.loop, args.imag_starts)
+    start = time.perf_counter()
+    wm_s, ac_s, metrics = timed_updates(agent, sample, args.updates, args.loop, args.imag_starts)
+    total = time.perf_counter() - start
+    result = {
+        "updates_per_s": args.updates / total,
+        "ms_per_update": 1000 * total / args.updates,
+        "ms_world_model": 1000 * wm_s / args.updates,
+        "ms_actor_critic": 1000 * ac_s / args.updates,
+        "device": str(agent.device),
+        "device_name": (torch.cuda.get_device_name(agent.device)
+                        if agent.device.type == "cuda" else cpu_model()),
+        "preset": args.preset, "loop": args.loop, "imag_starts": args.imag_starts,
+        "precision": args.precision, "updates": args.updates, "warmup": args.warmup,
+        "batch": [train.batch_size, train.batch_length],
+        "params": sum(p.numel() for p in agent.parameters() if p.requires_grad),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "nonfinite": metrics["train/nonfinite"],
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        for key, value in result.items():
+            sys.stdout.write(f"{key:>18}: {value}\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The Agent facade: acting, the two training steps, reports, and state for checkpoints.
+
+The rest of dreamerctl calls only this class and `loops.run_updates`. Batches are dicts of numpy
+arrays or tensors, (B, T, ...): image uint8, vector float32, action float32 (B, T, A) where
+action[:, t] was chosen from observation t, reward float32, is_first / is_last / is_terminal bool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dreamerctl.agent.behavior import Behavior, actor_loss, critic_loss, imagine
+from dreamerctl.agent.optim import Optimizer, frozen
+from dreamerctl.agent.rssm import State
+from dreamerctl.agent.world_model import WorldModel
+from dreamerctl.config.schema import ActorCriticConfig, TrainConfig, WorldModelConfig
+from dreamerctl.envs.base import ActSpace, Space
+
+log = logging.getLogger("dreamerctl.agent")
+
+Metrics = dict[str, Tensor]
+TRAIN_KEYS = ("action", "reward", "is_first", "is_terminal")
+OPENLOOP_SEQUENCES = 6
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_cpu(tree: Any) -> Any:
+    """A copy of a nested dict/list/tuple with every tensor detached on the CPU."""
+    if isinstance(tree, Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {key: to_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(to_cpu(value) for value in tree)
+    return tree
+
+
+def flatten_starts(starts: dict[str, Tensor]) -> State:
+    """Start states with any leading dims -> h (N, D), z (N, K, C), cont (N,)."""
+    lead = starts["h"].shape[:-1]
+    out = {"h": starts["h"].reshape(-1, starts["h"].shape[-1]),
+           "z": starts["z"].reshape(-1, *starts["z"].shape[-2:])}
+    if "cont" in starts:
+        out["cont"] = starts["cont"].reshape(-1)
+    assert starts["z"].shape[:-2] == lead, "h and z of the starts disagree"
+    return out
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_space: dict[str, Space], act_space: ActSpace, wm: WorldModelConfig,
+                 ac: ActorCriticConfig, train: TrainConfig, device: torch.device | str = "cpu",
+                 precision: str = "fp32") -> None:
+        super().__init__()
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.act_space = act_space
+        self.train_config = train
+        self.horizon = ac.horizon
+        # Built directly on the device: no CPU copy of a large model, and "meta" just counts.
+        with torch.device(self.device):
+            self.wm = WorldModel(obs_space, act_space, wm)
+            self.behavior = Behavior(self.wm.rssm.feat_dim, act_space, ac, wm.bins)
+        self.optimizers = {
+            "world_model": Optimizer(self.wm.parameters(), wm.lr, wm.eps, wm.grad_clip),
+            "actor": Optimizer(self.behavior.actor.parameters(), ac.actor_lr, ac.eps,
+                               ac.grad_clip),
+            "critic": Optimizer(self.behavior.critic.parameters(), ac.critic_lr, ac.eps,
+                                ac.grad_clip),
+        }
+        self.counters = {"world_model_updates": 0, "actor_critic_updates": 0}
+        # Consecutive skipped (non-finite) steps of each optimiser.
+        self.nonfinite_runs = dict.fromkeys(self.optimizers, 0)
+        self._debug_logged: set[str] = set()
+
+    @property
+    def consecutive_nonfinite(self) -> int:
+        """The longest current run of skipped, non-finite steps of any one optimiser."""
+        return max(self.nonfinite_runs.values())
+
+    # ----------------------------------------------------------------------------- helpers
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def tensors(self, batch: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Tensor]:
+        """The needed entries of a batch as tensors on the device (uint8 images stay uint8)."""
+        out = {}
+        for key in keys:
+            value = batch[key]
+            value = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+            out[key] = value.to(self.device, non_blocking=True)
+        return out
+
+    def _debug_shapes(self, tag: str, **tensors: Tensor) -> None:
+        """With DREAMERCTL_DEBUG=1, log the shapes of a step once."""
+        if tag in self._debug_logged or os.environ.get("DREAMERCTL_DEBUG", "") in ("", "0"):
+            return
+        self._debug_logged.add(tag)
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in tensors.items())
+        log.debug("agent %s: %s", tag, shapes)
+
+    def _skipped(self, name: str, skipped: bool) -> Tensor:
+        self.nonfinite_runs[name] = self.nonfinite_runs[name] + 1 if skipped else 0
+        return torch.tensor(float(skipped), device=self.device)
+
+    # ------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def initial_state(self, n: int) -> dict[str, Tensor]:
+        """The policy carry for n envs: h (n, D), z (n, K, C), previous action (n, A)."""
+        state = self.wm.rssm.initial(n)
+        action = torch.zeros(n, self.act_space.size, device=self.device)
+        return {"h": state["h"].float().clone(), "z": state["z"].float().clone(),
+                "action": action}
+
+    @torch.no_grad()
+    def policy(self, obs: dict[str, np.ndarray], state: dict[str, Tensor] | None,
+               mode: str = "sample") -> tuple[np.ndarray, dict[str, Tensor]]:
+        """Actions (N, A) float32 for N envs and the new carry. Resets the carry where
+        obs["is_first"]; mode "greedy" takes the policy's mode."""
+        if mode not in ("sample", "greedy"):
+            raise ValueError(f"mode must be sample or greedy, got {mode!r}")
+        data = self.tensors(obs, (*self.wm.keys, "is_first"))
+        if state is None:
+            state = self.initial_state(len(data["is_first"]))
+        with self.autocast():
+            embed = self.wm.encode(data)  # (N, E)
+            post = self.wm.rssm.obs_step(state, state["action"], embed, data["is_first"])
+            dist = self.behavior.policy(self.wm.rssm.feat(post))
+            action = (dist.mode() if mode == "greedy" else dist.sample()).float()
+        carry = {"h": post["h"].float(), "z": post["z"].float(), "action": action}
+        return action.cpu().numpy(), carry
+
+    @torch.no_grad()
+    def reconstruct(self, state: dict[str, Tensor]) -> np.ndarray | None:
+        """The decoded image of a carried posterior, uint8 (N, H, W, 3); None without images."""
+        if "image" not in self.wm.keys:
+            return None
+        with self.autocast():
+            image = self.wm.image_decoder(self.wm.rssm.feat(state))
+        return to_uint8(image)
+
+    # ---------------------------------------------------------------------------- training
+    def update_world_model(self, batch: dict[str, Any]) -> tuple[Metrics, dict[str, Tensor]]:
+        """`train_world_model` with metrics left as tensors (no host sync for them)."""
+        data = self.tensors(batch, (*self.wm.keys, *TRAIN_KEYS))
+        with self.autocast():
+            losses, post = self.wm.loss(data)
+            total = self.wm.total(losses)
+        norm, skipped = self.optimizers["world_model"].step(total)
+        self.counters["world_model_updates"] += 1
+        metrics = {f"train/loss/{key}": loss.detach().mean() for key, loss in losses.items()}
+        metrics["train/grad_norm/world_model"] = norm
+        metrics["train/nonfinite"] = self._skipped("world_model", skipped)
+        starts = posterior_starts(post, data["is_terminal"])
+        self._debug_shapes("world model", action=data["action"], h=starts["h"], z=starts["z"])
+        return metrics, starts
+
+    def train_world_model(self, batch: dict[str, Any]
+                          ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """One world-model update. Returns its metrics and the detached posterior: h (B, T, D),
+        z (B, T, K, C), cont (B, T) = 1 - is_terminal."""
+        metrics, starts = self.update_world_model(batch)
+        return {key: float(value) for key, value in metrics.items()}, starts
+
+    def update_actor_critic(self, starts: dict[str, Tensor]) -> Metrics:
+        """`train_actor_critic` with metrics left as tensors."""
+        flat = flatten_starts(starts)
+        behavior = self.behavior
+        # The world model (and the critic, for the actor's loss) only carries gradients
+        # through: none of its parameters can change or even get a gradient here.
+        with frozen(self.wm, behavior.critic):
+            needs_grad = behavior.grad == "dynamics"
+            with self.autocast(), torch.set_grad_enabled(needs_grad):
+                traj = imagine(self.wm, behavior, flat, self.horizon)
+            with self.autocast():
+                a_loss, entropy = actor_loss(behavior, traj)
+            a_norm, a_skipped = self.optimizers["actor"].step(a_loss)
+        with self.autocast():
+            c_loss = critic_loss(behavior, traj)
+        c_norm, c_skipped = self.optimizers["critic"].step(c_loss)
+        behavior.update_slow_critic()
+        self.counters["actor_critic_updates"] += 1
+        self._debug_shapes("actor-critic", starts_h=flat["h"], starts_z=flat["z"],
+                           imagined_feat=traj.feat, imagined_action=traj.action,
+                           returns=traj.ret)
+        skipped = self._skipped("actor", a_skipped) + self._skipped("critic", c_skipped)
+        return {
+            "train/loss/actor": a_loss.detach(), "train/loss/critic": c_loss.detach(),
+            "train/actor_entropy": entropy.detach(),
+            "train/retnorm/low": behavior.retnorm.low.clone(),
+            "train/retnorm/high": behavior.retnorm.high.clone(),
+            "train/retnorm/scale": behavior.retnorm.scale(),
+            "train/grad_norm/actor": a_norm, "train/grad_norm/critic": c_norm,
+            "train/imag_return_mean": traj.ret.detach().mean(),
+            "train/nonfinite": skipped,
+        }
+
+    def train_actor_critic(self, starts: dict[str, Tensor]) -> dict[str, float]:
+        """One actor and one critic update imagined from starts: h (..., D), z (..., K, C) and
+        optionally cont (...), any leading dims (flattened to N starts)."""
+        return {key: float(value) for key, value in self.update_actor_critic(starts).items()}
+
+    @torch.no_grad()
+    def encode_starts(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The posterior of a fresh batch, without gradient: h (B, T, D), z (B, T, K, C),
+        cont (B, T)."""
+        data = self.tensors(batch, (*self.wm.keys, *TRAIN_KEYS))
+        with self.autocast():
+            post, _ = self.wm.observe(data)
+        return posterior_starts(post, data["is_terminal"])
+
+    # ----------------------------------------------------------------------------- reports
+    @torch.no_grad()
+    def openloop(self, batch: dict[str, Any], context: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Up to 6 sequences: the posterior's reconstruction of the first `context` steps, then
+        the prior rolled open loop with the recorded actions. Returns (true, predicted) uint8
+        (N, T, H, W, 3); None without image observations."""
+        if "image" not in self.wm.keys:
+            return None
+        data = {key: value[:OPENLOOP_SEQUENCES]
+                for key, value in self.tensors(batch, (*self.wm.keys, *TRAIN_KEYS)).items()}
+        length = data["image"].shape[1]
+        context = min(max(context, 1), length)
+        with self.autocast():
+            post, _ = self.wm.observe({key: value[:, :context] for key, value in data.items()})
+            frames = [self.wm.image_decoder(self.wm.rssm.feat(post))]
+            if context < length:
+                start = {"h": post["h"][:, -1], "z": post["z"][:, -1]}
+                # The step into t uses a_{t-1}: steps context..T-1 take actions context-1..T-2.
+                states = self.wm.rssm.rollout(start, data["action"][:, context - 1:length - 1])
+                frames.append(self.wm.image_decoder(self.wm.rssm.feat(states)))
+        return data["image"].cpu().numpy(), to_uint8(torch.cat(frames, 1))
+
+    # ------------------------------------------------------------------------------- state
+    def save_state(self) -> dict[str, Any]:
+        """Everything needed to resume, as CPU tensors, numbers, strings, lists and dicts (loads
+        with torch.load(weights_only=True)): parameters, slow critic and return-normaliser
+        buffers, optimiser states, counters."""
+        return {
+            "modules": to_cpu(self.state_dict()),
+            "optimizers": {name: to_cpu(opt.state_dict()) for name, opt in self.optimizers.items()},
+            "counters": dict(self.counters),
+            "nonfinite_runs": dict(self.nonfinite_runs),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["modules"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.counters.update({key: int(value) for key, value in state["counters"].items()})
+        self.nonfinite_runs.update(
+            {key: int(value) for key, value in state.get("nonfinite_runs", {}).items()})
+
+
+def posterior_starts(post: State, is_terminal: Tensor) -> dict[str, Tensor]:
+    """Detached start states from a posterior: h (B, T, D) float32, z (B, T, K, C), and
+    cont (B, T) = 1 - is_terminal, the start's own continuation."""
+    return {"h": post["h"].detach().float(), "z": post["z"].detach().float(),
+            "cont": 1.0 - is_terminal.float()}
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """Decoder means in [-0.5, 0.5] -> uint8 pixels, same shape."""
+    return ((image.float() + 0.5) * 255.0).clamp(0, 255).round().to(torch.uint8).cpu().numpy()

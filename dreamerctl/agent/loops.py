@@ -1,0 +1,68 @@
+"""The two update loops of SPEC §4.
+
+coupled (default): each update trains the world model on a batch and the actor-critic from that
+batch's detached posterior. sample_starts: all world-model updates first, each on its own batch,
+then as many actor-critic updates from posteriors of fresh batches encoded without gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dreamerctl.agent.agent import Agent
+
+LOOPS = ("coupled", "sample_starts")
+IMAG_STARTS = ("all", "last")
+# Summed per update rather than averaged over the calls that make one update.
+SUMMED = ("train/nonfinite",)
+
+
+def select_starts(post: dict[str, Tensor], imag_starts: str) -> dict[str, Tensor]:
+    """"all": every (B, T) posterior state (B*T starts once flattened); "last": the last step
+    of each sequence, (B, ...)."""
+    if imag_starts == "all":
+        return post
+    if imag_starts == "last":
+        return {key: value[:, -1] for key, value in post.items()}
+    raise ValueError(f"imag_starts must be one of {IMAG_STARTS}, got {imag_starts!r}")
+
+
+def run_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, loop: str,
+                imag_starts: str) -> dict[str, float]:
+    """Run `count` updates with `loop`; returns metrics averaged over them ("train/nonfinite":
+    skipped optimiser steps per update)."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
+    if imag_starts not in IMAG_STARTS:
+        raise ValueError(f"imag_starts must be one of {IMAG_STARTS}, got {imag_starts!r}")
+    records: list[dict[str, Tensor]] = []
+    if loop == "coupled":
+        for _ in range(count):
+            metrics, post = agent.update_world_model(sample())
+            records.append(metrics)
+            records.append(agent.update_actor_critic(select_starts(post, imag_starts)))
+    else:
+        for _ in range(count):
+            records.append(agent.update_world_model(sample())[0])
+        for _ in range(count):
+            starts = agent.encode_starts(sample())
+            records.append(agent.update_actor_critic(select_starts(starts, imag_starts)))
+    return summarise(records, count)
+
+
+def summarise(records: list[dict[str, Tensor]], count: int) -> dict[str, float]:
+    """Per-key means (sums / count for SUMMED keys), moved to the host in one transfer."""
+    if count == 0 or not records:
+        return {}
+    values: dict[str, list[Tensor]] = {}
+    for record in records:
+        for key, value in record.items():
+            values.setdefault(key, []).append(value.detach().float())
+    keys = sorted(values)
+    means = [torch.stack(values[key]).sum() / count if key in SUMMED
+             else torch.stack(values[key]).mean() for key in keys]
+    return dict(zip(keys, torch.stack(means).tolist(), strict=True))

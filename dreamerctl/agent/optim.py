@@ -1,0 +1,54 @@
+"""One optimiser per module (world model, actor, critic): Adam with gradient-norm clipping, and
+a step that is skipped, leaving the parameters untouched, when the loss or a gradient is not
+finite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Optimizer:
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, eps: float,
+                 clip: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.clip = clip
+        self.adam = torch.optim.Adam(self.params, lr=lr, eps=eps)
+
+    def step(self, loss: Tensor) -> tuple[Tensor, bool]:
+        """Backpropagate `loss`, clip, step. Returns the gradient norm before clipping (a tensor,
+        no host sync) and whether the step was skipped as non-finite."""
+        self.adam.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(self.params, self.clip)
+        # The one host sync of a step: skipping must be decided before Adam touches its moments.
+        skipped = not bool(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+        if not skipped:
+            self.adam.step()
+        # No gradient stays behind: the next loss (of any module) starts from nothing.
+        self.adam.zero_grad(set_to_none=True)
+        return norm.detach(), skipped
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.adam.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.adam.load_state_dict(state)
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of `modules` stop requiring grad inside the block: gradients still flow
+    through their activations, but none is ever produced for the parameters themselves."""
+    params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -1,0 +1,271 @@
+"""The Agent facade and the update loops: shapes, gradient isolation, start states, state round
+trips, per-env policy resets, bf16, non-finite steps, parameter counts."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from conftest import ACTIONS, IMAGE, VECTOR, MakeAgent, MakeBatch, random_batch
+
+from dreamerctl.agent.agent import Agent
+from dreamerctl.agent.loops import IMAG_STARTS, LOOPS, run_updates, select_starts
+from dreamerctl.config import build_config
+from dreamerctl.envs.base import ActSpace, Space
+
+WM_LOSSES = {"reward", "cont", "dyn", "rep"}
+METRICS = {
+    "train/loss/actor", "train/loss/critic", "train/actor_entropy", "train/retnorm/low",
+    "train/retnorm/high", "train/retnorm/scale", "train/grad_norm/world_model",
+    "train/grad_norm/actor", "train/grad_norm/critic", "train/imag_return_mean",
+    "train/nonfinite",
+}
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def observations(agent: Agent, n: int, first: list[bool], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    obs = {"is_first": np.array(first), "reward": np.zeros(n, np.float32)}
+    if "image" in agent.wm.keys:
+        obs["image"] = rng.integers(0, 256, (n, *IMAGE), dtype=np.uint8)
+    if "vector" in agent.wm.keys:
+        obs["vector"] = rng.normal(size=(n, VECTOR)).astype(np.float32)
+    return obs
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("obs", ["image", "vector", "both"])
+def test_updates_and_acting(make_agent: MakeAgent, make_batch: MakeBatch, obs: str,
+                            discrete: bool) -> None:
+    agent = make_agent(obs, discrete)
+    batch = make_batch(agent)
+    metrics = run_updates(agent, lambda: batch, 1, "coupled", "all")
+    keys = {"image", "vector"} & set(agent.wm.keys)
+    assert set(metrics) == METRICS | {f"train/loss/{k}" for k in WM_LOSSES | keys}
+    assert all(math.isfinite(v) for v in metrics.values())
+    _, post = agent.train_world_model(batch)
+    assert post["h"].shape == (2, 8, 32) and post["z"].shape == (2, 8, 4, 4)
+    assert post["cont"].shape == (2, 8)
+    assert all(value.grad_fn is None for value in post.values())
+
+    action, state = agent.policy(observations(agent, 3, [True] * 3), None)
+    assert action.shape == (3, ACTIONS) and action.dtype == np.float32
+    if discrete:
+        assert np.array_equal(action.sum(-1), np.ones(3)) and set(action.flatten()) <= {0, 1}
+    else:
+        assert np.abs(action).max() <= 1.0
+    greedy, _ = agent.policy(observations(agent, 3, [False] * 3), state, mode="greedy")
+    assert greedy.shape == (3, ACTIONS)
+    recon = agent.reconstruct(state)
+    report = agent.openloop(batch, context=5)
+    if "image" in keys:
+        assert recon is not None and recon.shape == (3, *IMAGE) and recon.dtype == np.uint8
+        assert report is not None
+        true, pred = report
+        assert true.shape == pred.shape == (2, 8, *IMAGE) and pred.dtype == np.uint8
+        assert np.array_equal(true, batch["image"])
+    else:
+        assert recon is None and report is None
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("imag_starts", IMAG_STARTS)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_actor_critic_never_touches_the_world_model(make_agent: MakeAgent, make_batch: MakeBatch,
+                                                    loop: str, imag_starts: str,
+                                                    discrete: bool) -> None:
+    """Bitwise: no world-model parameter changes and none gets a gradient, also when the actor's
+    gradient flows through the imagined dynamics (continuous actions)."""
+    agent = make_agent("both", discrete)
+    batch = make_batch(agent)
+    run_updates(agent, lambda: batch, 1, loop, imag_starts)  # optimiser states exist
+    if loop == "coupled":
+        _, post = agent.train_world_model(batch)
+        world_model = snapshot(agent.wm)
+    else:
+        world_model = snapshot(agent.wm)
+        post = agent.encode_starts(make_batch(agent, seed=1))
+        assert same(snapshot(agent.wm), world_model)
+    assert all(value.grad_fn is None and not value.requires_grad for value in post.values())
+    actor, critic = snapshot(agent.behavior.actor), snapshot(agent.behavior.critic)
+    metrics = agent.train_actor_critic(select_starts(post, imag_starts))
+    assert same(snapshot(agent.wm), world_model)
+    assert all(p.grad is None and p.requires_grad for p in agent.wm.parameters())
+    assert metrics["train/grad_norm/actor"] > 0 and metrics["train/nonfinite"] == 0
+    assert not same(snapshot(agent.behavior.actor), actor)
+    assert not same(snapshot(agent.behavior.critic), critic)
+
+
+def test_start_shapes(make_agent: MakeAgent, make_batch: MakeBatch) -> None:
+    agent = make_agent("vector")
+    starts = agent.encode_starts(make_batch(agent, batch=3, length=5))
+    assert starts["h"].shape == (3, 5, 32) and starts["z"].shape == (3, 5, 4, 4)
+    last = select_starts(starts, "last")
+    assert last["h"].shape == (3, 32) and last["z"].shape == (3, 4, 4)
+    assert last["cont"].shape == (3,)
+    assert torch.equal(last["h"], starts["h"][:, -1])
+    no_cont = {"h": starts["h"], "z": starts["z"]}  # the continue head stands in
+    assert math.isfinite(agent.train_actor_critic(no_cont)["train/loss/actor"])
+    with pytest.raises(ValueError, match="imag_starts"):
+        select_starts(starts, "first")
+
+
+def counting_sampler(agent: Agent) -> tuple[Callable[[], dict[str, np.ndarray]], list[int]]:
+    """A sampler of fresh random batches and the list that counts its calls."""
+    calls: list[int] = []
+
+    def sample() -> dict[str, np.ndarray]:
+        calls.append(1)
+        return random_batch(agent, seed=len(calls))
+
+    return sample, calls
+
+
+def test_loops_sample_and_train(make_agent: MakeAgent, make_batch: MakeBatch) -> None:
+    """coupled samples once per update; sample_starts twice (a batch for the world model, a
+    fresh one for the starts). Both train both parts."""
+    for loop, samples in (("coupled", 3), ("sample_starts", 6)):
+        agent = make_agent("vector")
+        sample, calls = counting_sampler(agent)
+        before = snapshot(agent)
+        run_updates(agent, sample, 3, loop, "all")
+        assert len(calls) == samples
+        assert agent.counters == {"world_model_updates": 3, "actor_critic_updates": 3}
+        after = snapshot(agent)
+        for prefix in ("wm.", "behavior.actor.", "behavior.critic.", "behavior.slow_critic."):
+            changed = [k for k in before if k.startswith(prefix)
+                       and not torch.equal(before[k], after[k])]
+            assert changed, prefix
+    with pytest.raises(ValueError, match="loop"):
+        run_updates(agent, sample, 1, "decoupled", "all")
+
+
+def test_state_round_trip_through_torch_load(make_agent: MakeAgent,
+                                             make_batch: MakeBatch) -> None:
+    agent = make_agent("both", discrete=False)
+    batch = make_batch(agent)
+    run_updates(agent, lambda: batch, 2, "coupled", "all")
+    buffer = io.BytesIO()
+    torch.save(agent.save_state(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    other = make_agent("both", discrete=False, seed=1)
+    assert not same(snapshot(other), snapshot(agent))
+    other.load_state(state)
+    assert same(snapshot(other), snapshot(agent))
+    assert other.counters == agent.counters
+    obs = observations(agent, 2, [True, True])
+    outputs = []
+    for model in (agent, other):  # acting, and training on from the restored optimisers
+        torch.manual_seed(3)
+        action, _ = model.policy(obs, None, mode="greedy")
+        run_updates(model, lambda: batch, 1, "coupled", "all")
+        outputs.append((action, snapshot(model)))
+    assert np.array_equal(outputs[0][0], outputs[1][0])
+    assert same(outputs[0][1], outputs[1][1])
+    assert float(other.behavior.retnorm.high) != 0.0  # normaliser state came back too
+
+
+def test_policy_resets_each_env_on_is_first(make_agent: MakeAgent) -> None:
+    agent = make_agent("vector")
+    _, state = agent.policy(observations(agent, 2, [True, True]), None)
+    fresh_h = state["h"].clone()  # after a reset h is the initial path, whatever the obs
+    for step in range(3):
+        _, state = agent.policy(observations(agent, 2, [False, False], seed=step + 1), state)
+    assert not torch.allclose(state["h"], fresh_h)
+    _, state = agent.policy(observations(agent, 2, [True, False], seed=9), state)
+    assert torch.allclose(state["h"][0], fresh_h[0])
+    assert not torch.allclose(state["h"][1], fresh_h[1])
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_bf16_runs(make_agent: MakeAgent, make_batch: MakeBatch, loop: str) -> None:
+    agent = make_agent("both", discrete=False, precision="bf16")
+    batch = make_batch(agent)
+    metrics = run_updates(agent, lambda: batch, 2, loop, "all")
+    assert all(math.isfinite(v) for v in metrics.values()) and metrics["train/nonfinite"] == 0
+    assert all(p.dtype == torch.float32 for p in agent.parameters())
+    action, state = agent.policy(observations(agent, 2, [True, True]), None)
+    assert np.isfinite(action).all() and state["h"].dtype == torch.float32
+    assert agent.openloop(batch, 4) is not None
+
+
+def test_nonfinite_steps_are_skipped(make_agent: MakeAgent, make_batch: MakeBatch) -> None:
+    agent = make_agent("vector")
+    good = make_batch(agent)
+    run_updates(agent, lambda: good, 1, "coupled", "all")
+    bad = dict(good, reward=np.full_like(good["reward"], np.nan))
+    before = snapshot(agent.wm)
+    for count in (1, 2):
+        metrics, post = agent.train_world_model(bad)
+        assert metrics["train/nonfinite"] == 1 and agent.consecutive_nonfinite == count
+        assert same(snapshot(agent.wm), before)
+    behavior = snapshot(agent.behavior)
+    broken = {"h": torch.full_like(post["h"], np.nan), "z": post["z"]}
+    assert agent.train_actor_critic(broken)["train/nonfinite"] == 2  # actor and critic
+    assert agent.nonfinite_runs == {"world_model": 2, "actor": 1, "critic": 1}
+    assert agent.consecutive_nonfinite == 2  # the longest run of any one optimiser
+    changed = [k for k, v in snapshot(agent.behavior).items()
+               if not k.startswith("slow_critic") and not torch.equal(v, behavior[k])]
+    assert changed == []  # nor the return normaliser's EMAs
+    agent.train_world_model(good)
+    agent.train_actor_critic(agent.encode_starts(good))
+    assert agent.consecutive_nonfinite == 0
+
+
+def test_debug_logs_shapes_once(make_agent: MakeAgent, make_batch: MakeBatch,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("dreamerctl.agent")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    monkeypatch.setenv("DREAMERCTL_DEBUG", "1")
+    try:
+        agent = make_agent("vector")
+        batch = make_batch(agent)
+        run_updates(agent, lambda: batch, 2, "coupled", "all")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    text = "\n".join(record.getMessage() for record in records)
+    assert len(records) == 2, text
+    assert "h (2, 8, 32)" in text and "starts_h (16, 32)" in text
+    assert "imagined_feat (5, 16, 48)" in text
+
+
+def test_parameter_counts_of_the_sizes() -> None:
+    """Built on the meta device: shapes only, no memory. DMC-vision shapes (64x64x3, 6 actions)."""
+    counts = {}
+    for size in ("debug", "small", "medium", "large", "xlarge"):
+        config = build_config(None, ["dmc_vision", size])
+        agent = Agent({"image": Space((64, 64, 3), "uint8")}, ActSpace(False, 6),
+                      config.world_model, config.actor_critic, config.train, device="meta")
+        counts[size] = {
+            "world_model": sum(p.numel() for p in agent.wm.parameters()),
+            "actor": sum(p.numel() for p in agent.behavior.actor.parameters()),
+            "critic": sum(p.numel() for p in agent.behavior.critic.parameters()),
+        }
+    print()
+    for size, parts in counts.items():
+        total = sum(parts.values())
+        detail = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in parts.items())
+        print(f"{size:>7}: {total / 1e6:7.1f}M trainable ({detail})")
+    totals = [sum(parts.values()) for parts in counts.values()]
+    assert totals == sorted(totals)
+    assert 10e6 < totals[1] < 30e6  # small: ~ the 12M-20M DreamerV3 S model
+    assert 150e6 < totals[-1] < 300e6  # xlarge: ~200M

@@ -1,0 +1,148 @@
+"""`dreamerctl train` end to end on the debug preset: run directory, clock, resume, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreamerctl.run import rundir
+from dreamerctl.run.checkpoint import load_checkpoint
+from dreamerctl.run.train import train_from_cli
+from dreamerctl.video import read_frames
+
+FAST = ["run.device=cpu"]
+
+
+def train(tmp_path: Path, task: str, *overrides: str, steps: int = 120) -> Path:
+    return train_from_cli(task, ["debug"], [*FAST, f"run.steps={steps}", *overrides],
+                          tmp_path / "logdir", resume=None)
+
+
+def check_run_dir(run_dir: Path, task: str, steps: int, repeat: int) -> dict:
+    assert run_dir.parent.name == f"dreamer_{task}"
+    for name in ("checkpoint.pt", "config.toml", "metrics.jsonl", "scores.jsonl"):
+        assert (run_dir / name).is_file(), name
+    data = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert data["task"] == task and data["step"] == steps and data["frames"] == steps * repeat
+    metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
+    assert metrics and metrics[-1]["step"] == steps * repeat
+    assert any(key.startswith("train/loss/") for key in metrics[-1])
+    for key in ("fps/env", "fps/train", "train/ratio_achieved", "replay/size", "train/updates"):
+        assert key in metrics[-1], key
+    assert list((run_dir / "replay").glob("*.npz")), "replay chunks are saved"
+    return data
+
+
+def test_cartpole_debug_run(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "gym_CartPole-v1")
+    data = check_run_dir(run_dir, "gym_CartPole-v1", 120, 1)
+    scores = rundir.read_jsonl(run_dir / "scores.jsonl")
+    assert scores and all(s["episode/length"] >= 1 for s in scores)
+    # The train-ratio clock: ratio 32 / (2 x 8) = 2 updates per agent step once replay holds a
+    # batch (16 steps), from that step on; the checkpoint records when that was.
+    ready = data["runner"]["ready_step"]
+    assert ready == 16
+    assert data["runner"]["updates"] == 2 * (120 - ready + 1)
+    # config.toml is usable again as a preset and gives the same config.
+    again = train_from_cli("gym_CartPole-v1", [str(run_dir / "config.toml")], ["run.steps=0"],
+                           tmp_path / "logdir2", resume=None)
+    assert (again / "config.toml").read_text().replace("steps = 0", "steps = 120") == (
+        run_dir / "config.toml").read_text()
+
+
+def test_atari_debug_run_with_openloop_video(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "atari_pong", "run.report_every=60", steps=80)
+    check_run_dir(run_dir, "atari_pong", 80, 4)
+    videos = sorted((run_dir / "openloop").glob("openloop_*.mp4"))
+    assert [v.name for v in videos] == ["openloop_240.mp4", "openloop_320.mp4"]
+    frames = read_frames(videos[-1])
+    assert frames.shape[0] == 8  # batch_length
+    # three stacked rows (true / predicted / error) of 64x64 tiles with borders, 2 sequences
+    assert frames.shape[1] % 3 == 0 and frames.shape[1] >= 3 * 64
+    assert frames.shape[2] >= 2 * 64
+
+
+def test_dmc_debug_run(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "dmc_cartpole_balance", steps=60)
+    check_run_dir(run_dir, "dmc_cartpole_balance", 60, 2)
+
+
+def test_both_loops_and_start_modes_train(tmp_path: Path) -> None:
+    for loop, starts in [("sample_starts", "all"), ("coupled", "last")]:
+        run_dir = train(tmp_path, "gym_Pendulum-v1", f'train.loop="{loop}"',
+                        f'train.imag_starts="{starts}"', steps=60)
+        metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
+        assert metrics[-1]["train/updates"] > 0
+        assert np.isfinite(metrics[-1]["train/loss/actor"])
+
+
+def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "gym_CartPole-v1", steps=60)
+    first = load_checkpoint(run_dir / "checkpoint.pt")
+    scores_before = rundir.read_jsonl(run_dir / "scores.jsonl")
+    resumed = train_from_cli("gym_CartPole-v1", [], ["run.steps=100"], tmp_path / "logdir",
+                             resume="latest")
+    assert resumed == run_dir
+    second = load_checkpoint(run_dir / "checkpoint.pt")
+    assert second["step"] == 100
+    # 2 updates per agent step continue from where they were, the fraction included.
+    assert second["runner"]["updates"] == first["runner"]["updates"] + 2 * 40
+    assert second["runner"]["ready_step"] == first["runner"]["ready_step"]
+    scores_after = rundir.read_jsonl(run_dir / "scores.jsonl")
+    assert scores_after[: len(scores_before)] == scores_before
+    metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
+    steps = [m["step"] for m in metrics]
+    assert steps == sorted(steps) and steps[-1] == 100
+    # the replay came back: 60 stored steps before, 100 after
+    assert [m["replay/size"] for m in metrics if m["step"] == 100] == [100]
+
+
+def test_resume_task_mismatch(tmp_path: Path) -> None:
+    from dreamerctl.errors import UsageError
+
+    run_dir = train(tmp_path, "gym_CartPole-v1", steps=30)
+    with pytest.raises(UsageError, match="is for task gym_CartPole-v1, not gym_Acrobot-v1"):
+        train_from_cli("gym_Acrobot-v1", [], [], tmp_path / "logdir", resume=str(run_dir))
+
+
+def test_sigint_saves_and_exits_130(tmp_path: Path) -> None:
+    logdir = tmp_path / "logdir"
+    env = {**os.environ, "DREAMERCTL_LOGDIR": str(logdir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dreamerctl", "train", "gym_CartPole-v1", "--preset", "debug",
+         "--steps", "100000", "--device", "cpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        metrics = list(logdir.glob("dreamer_*/*/metrics.jsonl"))
+        if metrics and metrics[0].read_text().count("train/loss") >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "error: interrupted by SIGINT; checkpoint saved" in stderr
+    assert "Traceback" not in stderr
+    (path,) = logdir.glob("dreamer_*/*/checkpoint.pt")
+    data = torch.load(path, weights_only=True)
+    assert 0 < data["step"] < 100000
+
+
+def test_cli_train_prints_the_run_dir(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    result = run_cli("train", "gym_CartPole-v1", "--preset", "debug", "--steps", "40",
+                     "--device", "cpu", "--logdir", str(tmp_path / "logs"))
+    assert result.returncode == 0, result.stderr
+    run_dir = Path(result.stdout.strip())
+    assert run_dir.parent == tmp_path / "logs" / "dreamer_gym_CartPole-v1"
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 40
