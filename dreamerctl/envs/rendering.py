@@ -26,6 +26,8 @@ HINT = (
 EGL_PLATFORM_DEVICE_EXT = 0x313F
 EGL_TRUE = 1
 
+_chosen: str | None = None  # the backend this process picked, when MUJOCO_GL was unset
+
 
 def ensure_mujoco_gl() -> str:
     """Set MUJOCO_GL (and PYOPENGL_PLATFORM) if unset; return the backend in use.
@@ -33,10 +35,15 @@ def ensure_mujoco_gl() -> str:
     Without EGL and OSMesa it is "disable": simulation from vectors still works, and
     require_rendering() names the missing libraries when a frame is needed.
     """
+    global _chosen
     backend = os.environ.get("MUJOCO_GL")
     if backend:
         return backend
-    backend = "egl" if egl_works() else "osmesa" if osmesa_loads() else DISABLED[0]
+    if _chosen is None:
+        # Probe once per process: the probe terminates its EGL display, and EGL hands out one
+        # display per device, so probing again while dm_control renders would break its context.
+        _chosen = "egl" if egl_works() else "osmesa" if osmesa_loads() else DISABLED[0]
+    backend = _chosen
     os.environ["MUJOCO_GL"] = backend
     if backend != DISABLED[0]:
         # PyOpenGL must agree with dm_control / mujoco; spawned env workers inherit both.

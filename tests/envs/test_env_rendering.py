@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dreamerctl.envs.rendering import egl_works, osmesa_loads, require_rendering
+from dreamerctl.envs.rendering import osmesa_loads, require_rendering
 from dreamerctl.errors import RunError
 
 
@@ -21,15 +21,18 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_backend_is_chosen_when_unset() -> None:
+    # egl_works() terminates the display it probes, so it runs in the subprocess too: in this
+    # process it would break the EGL context of DMC envs that other tests render with.
     code = (
         "import os\n"
-        "from dreamerctl.envs.rendering import ensure_mujoco_gl\n"
-        "print(ensure_mujoco_gl(), os.environ['MUJOCO_GL'], os.environ['PYOPENGL_PLATFORM'])\n"
+        "from dreamerctl.envs.rendering import ensure_mujoco_gl, egl_works, osmesa_loads\n"
+        "expected = 'egl' if egl_works() else 'osmesa' if osmesa_loads() else 'disable'\n"
+        "print(ensure_mujoco_gl(), os.environ['MUJOCO_GL'], os.environ['PYOPENGL_PLATFORM'],"
+        " expected)\n"
     )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
-    backend, env_gl, pyopengl = result.stdout.split()
-    expected = "egl" if egl_works() else "osmesa" if osmesa_loads() else "disable"
+    backend, env_gl, pyopengl, expected = result.stdout.split()
     assert backend == env_gl == pyopengl == expected
 
 
