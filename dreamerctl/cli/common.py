@@ -14,6 +14,9 @@ from rich.table import Table
 
 # Results go to stdout; progress, logs and errors go to stderr (SPEC §6).
 out = Console(soft_wrap=True)
+if not out.is_terminal:
+    # Piped or captured: no terminal width to fit, so never truncate table cells.
+    out = Console(soft_wrap=True, width=240)
 err = Console(stderr=True, soft_wrap=True)
 
 

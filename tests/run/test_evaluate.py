@@ -1,0 +1,146 @@
+"""eval, compare, record with an agent and find-latest on checkpoints trained in the test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from dreamerctl.run.train import train_from_cli
+from dreamerctl.video import read_frames
+from tests.helpers import assert_one_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two CartPole runs and one Pendulum run of the debug preset."""
+    root = tmp_path_factory.mktemp("runs")
+    for task, steps in [("gym_CartPole-v1", 40), ("gym_Pendulum-v1", 40),
+                        ("gym_CartPole-v1", 60)]:
+        train_from_cli(task, ["debug"], [f"run.steps={steps}", 'run.device="cpu"'], root, None)
+    return root
+
+
+def cli(logdir: Path, *args: str) -> tuple[int, str, str]:
+    result = run_cli(*args, env={"DREAMERCTL_LOGDIR": str(logdir)})
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_eval_json_fields_and_determinism(logdir: Path) -> None:
+    args = ("eval", "--checkpoint", "latest", "--episodes", "3", "--json", "--seed", "5")
+    code, stdout, stderr = cli(logdir, *args)
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["task"] == "gym_CartPole-v1" and result["step"] == 60
+    for key in ("mean", "std", "min", "max", "ci95_low", "ci95_high", "episodes", "scores",
+                "lengths", "mean_length"):
+        assert key in result, key
+    assert result["episodes"] == len(result["scores"]) == 3
+    assert result["min"] <= result["ci95_low"] <= result["mean"] <= result["ci95_high"]
+    assert result["ci95_high"] <= result["max"]
+    assert all(length >= 8 for length in result["lengths"])  # CartPole lasts 8+ steps
+    again = json.loads(cli(logdir, *args)[1])
+    assert again["scores"] == result["scores"]
+    other = json.loads(cli(logdir, *args[:-1], "6")[1])
+    assert other["scores"] != result["scores"]
+
+
+def test_eval_table_goes_to_stdout(logdir: Path) -> None:
+    code, stdout, stderr = cli(logdir, "eval", "--checkpoint", "latest", "--episodes", "1",
+                               "--mode", "greedy")
+    assert code == 0, stderr
+    assert "gym_CartPole-v1" in stdout and "mean" in stdout
+    assert "eval gym_CartPole-v1" in stderr  # progress on stderr
+
+
+def test_eval_task_override(logdir: Path) -> None:
+    code, stdout, stderr = cli(logdir, "eval", "--checkpoint", "latest", "--episodes", "1",
+                               "--task", "gym_CartPole-v0", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["task"] == "gym_CartPole-v0"
+    result = run_cli("eval", "--checkpoint", "latest", "--task", "gym_Acrobot-v1",
+                     env={"DREAMERCTL_LOGDIR": str(logdir)})
+    assert_one_error(result, 2, "task gym_Acrobot-v1 does not fit checkpoint of gym_CartPole-v1")
+    assert "vector (6,) float32 vs (4,) float32" in result.stderr
+    assert "actions 3 discrete vs 2 discrete" in result.stderr
+
+
+def test_eval_bad_mode(logdir: Path) -> None:
+    result = run_cli("eval", "--checkpoint", "latest", "--mode", "best",
+                     env={"DREAMERCTL_LOGDIR": str(logdir)})
+    assert_one_error(result, 2, "unknown --mode 'best'")
+
+
+def test_find_latest_per_task(logdir: Path) -> None:
+    code, stdout, _ = cli(logdir, "find-latest", "--task", "gym_Pendulum-v1", "--json")
+    assert code == 0
+    found = json.loads(stdout)
+    assert found["task"] == "gym_Pendulum-v1" and found["step"] == 40
+    assert Path(found["path"]).parent == Path(found["run_dir"])
+    code, stdout, _ = cli(logdir, "find-latest")
+    assert code == 0 and stdout.strip().endswith("checkpoint.pt") and "\n" not in stdout.strip()
+    code, _, stderr = cli(logdir, "find-latest", "--task", "atari_pong")
+    assert code == 1 and "error: no checkpoint found" in stderr
+
+
+def test_compare_json_and_csv(logdir: Path) -> None:
+    paths = sorted(str(p) for p in logdir.glob("dreamer_*/*/checkpoint.pt"))
+    code, stdout, stderr = cli(logdir, "compare", *paths, "--episodes", "2", "--json")
+    assert code == 0, stderr
+    rows = json.loads(stdout)
+    assert sorted(row["path"] for row in rows) == paths
+    assert [row["mean"] for row in rows] == sorted((row["mean"] for row in rows), reverse=True)
+    assert {row["task"] for row in rows} == {"gym_CartPole-v1", "gym_Pendulum-v1"}
+    code, stdout, _ = cli(logdir, "compare", *paths, "--episodes", "2", "--csv")
+    assert code == 0
+    table = list(csv.DictReader(io.StringIO(stdout)))
+    assert len(table) == 3
+    assert list(table[0]) == ["path", "task", "step", "episodes", "mean", "std", "min", "max",
+                              "ci95_low", "ci95_high"]
+    by_path = {row["path"]: row for row in rows}
+    for line in table:  # the same seeds give the same numbers in both formats
+        assert float(line["mean"]) == pytest.approx(by_path[line["path"]]["mean"])
+
+
+def test_compare_run_dirs_and_latest(logdir: Path) -> None:
+    run_dirs = sorted(str(p.parent) for p in logdir.glob("dreamer_*/*/checkpoint.pt"))
+    code, stdout, stderr = cli(logdir, "compare", run_dirs[0], "latest", "--episodes", "1",
+                               "--json")
+    assert code == 0, stderr
+    assert len(json.loads(stdout)) == 2
+
+
+def test_record_with_agent_and_model_view(logdir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "videos"
+    code, stdout, stderr = cli(logdir, "record", "--checkpoint", "latest", "--episodes", "2",
+                               "--max-steps", "12", "--output", str(out))
+    assert code == 0, stderr
+    files = sorted(out.glob("episode_*.mp4"))
+    assert [line for line in stdout.splitlines()] == [str(f) for f in files]
+    assert len(files) == 2 and all("_score_" in f.name for f in files)
+    frames = read_frames(files[0])
+    assert frames.shape[1:] == (400, 600, 3)  # CartPole's own rgb_array size
+    lines = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
+    assert [x["episode"] for x in lines] == [0, 1]
+
+
+def test_record_with_model_on_images(tmp_path: Path) -> None:
+    logdir = tmp_path / "pong"
+    train_from_cli("atari_pong", ["debug"], ["run.steps=30", 'run.device="cpu"'], logdir, None)
+    out = tmp_path / "videos"
+    code, _, stderr = cli(logdir, "record", "--checkpoint", "latest", "--max-steps", "5",
+                          "--with-model", "--output", str(out))
+    assert code == 0, stderr
+    (video,) = out.glob("episode_000_score_*.mp4")
+    frames = read_frames(video)
+    # Pong at 210x160, then the agent's 64x64 input and the model's reconstruction, both scaled
+    # to the frame height with 4 px separators: 160 + 4 + 210 + 4 + 210.
+    assert frames.shape[1:] == (210, 588, 3)
+    assert len(frames) == 6
+    code, _, stderr = cli(logdir, "record", "--checkpoint", "latest", "--random-agent",
+                          "--max-steps", "5", "--output", str(tmp_path / "random"))
+    assert code == 0, stderr
+    assert read_frames(next((tmp_path / "random").glob("*.mp4"))).shape[1:] == (210, 160, 3)
