@@ -84,11 +84,16 @@ def imagine(wm: WorldModel, behavior: Behavior, starts: State, horizon: int) -> 
 
     states, action = wm.rssm.imagine(starts, act, horizon)
     feat = wm.rssm.feat(states)  # (H+1, N, F)
-    # Reward and continuation for step t+1 come from the heads at s_{t+1}; the continuation is
-    # the head's mode (2023 code), so a confident "alive" counts fully.
+    # Reward and continuation for step t+1 come from the heads at s_{t+1}. The continuation is
+    # the head's probability by default (as NM512/dreamerv3-torch, which reproduces the paper's
+    # scores): a continue head that is not yet sure still lowers the value of states near a
+    # termination. imag_cont = "mode" rounds it as the 2023 code does, which gives the actor no
+    # signal about terminations until the head predicts them with p > 0.5 (CartPole).
+    cont_dist = wm.cont(feat)
+    cont_all = cont_dist.mean() if behavior.ac.imag_cont == "mean" else cont_dist.mode()
     reward = wm.reward(feat[1:]).mean()  # (H, N)
-    cont = wm.cont(feat[1:]).mode()  # (H, N)
-    first = starts["cont"].float() if "cont" in starts else wm.cont(feat[0]).mode()
+    cont = cont_all[1:]  # (H, N)
+    first = starts["cont"].float() if "cont" in starts else cont_all[0]
     value = behavior.value(feat).mean()  # (H+1, N)
     ret = lambda_return(reward, cont, value, behavior.discount, behavior.ac.lam)
     weight = discount_weights(torch.cat([first[None], cont]), behavior.discount)

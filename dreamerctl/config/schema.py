@@ -91,6 +91,9 @@ class ActorCriticConfig(Section):
     horizon: int = Field(ge=1)
     discount_horizon: float = Field(gt=1, description="Discount is 1 - 1 / discount_horizon.")
     lam: float = Field(ge=0, le=1)
+    imag_cont: Literal["mean", "mode"] = Field(
+        description="Continuation in imagination: the continue head's probability or its mode."
+    )
     entropy: float = Field(ge=0)
     actor_grad_discrete: Literal["reinforce", "dynamics"]
     actor_grad_continuous: Literal["reinforce", "dynamics"]

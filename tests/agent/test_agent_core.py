@@ -269,3 +269,20 @@ def test_parameter_counts_of_the_sizes() -> None:
     assert totals == sorted(totals)
     assert 10e6 < totals[1] < 30e6  # small: ~ the 12M-20M DreamerV3 S model
     assert 150e6 < totals[-1] < 300e6  # xlarge: ~200M
+
+
+@pytest.mark.parametrize("imag_cont", ["mean", "mode"])
+def test_imagined_continuation_is_the_head_probability_or_mode(make_agent: MakeAgent,
+                                                               imag_cont: str) -> None:
+    from dreamerctl.agent.behavior import imagine
+
+    agent = make_agent(overrides=(f'actor_critic.imag_cont="{imag_cont}"',))
+    starts = agent.wm.rssm.initial(4)
+    with torch.no_grad():
+        traj = imagine(agent.wm, agent.behavior, starts, horizon=3)
+        probs = torch.sigmoid(agent.wm.cont(traj.feat[1:]).logits)
+    expected = probs if imag_cont == "mean" else (probs > 0.5).float()
+    torch.testing.assert_close(traj.cont, expected)
+    # weight_t = prod_{i<=t} gamma c_i, starting from the start state's own continuation
+    assert traj.weight.shape == traj.cont.shape
+    assert bool((traj.weight[1:] <= traj.weight[:-1] + 1e-6).all())

@@ -135,3 +135,13 @@ def test_config_is_frozen() -> None:
 
 def test_presets_are_found_in_the_package() -> None:
     assert (preset_dir() / "default.toml").is_file()
+
+
+def test_size_presets_are_complete_over_the_cpu_sized_gym_preset() -> None:
+    # gym.toml shrinks the model for CPUs; a size preset over it gives the recipe's shapes back.
+    assert build_config("gym_CartPole-v1").world_model.deter == 128
+    for size in ("small", "medium", "large", "xlarge"):
+        over_gym = build_config("gym_CartPole-v1", [size])
+        over_atari = build_config("atari_pong", [size])
+        assert over_gym.world_model == over_atari.world_model
+        assert over_gym.actor_critic == over_atari.actor_critic
