@@ -17,6 +17,9 @@ from dreamerctl.errors import RunError
 
 FORMAT = "dreamerctl-checkpoint"
 VERSION = 1
+# Temporary files are `.<name>.tmp-<pid>`: hidden, and the pid tells whether a save is running.
+TMP_PREFIX = "."
+TMP_MARK = ".tmp-"
 
 
 def fsync_dir(path: Path) -> None:
@@ -41,10 +44,18 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     import torch
 
     data = {"format": FORMAT, "version": VERSION, **payload}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_MARK}{os.getpid()}")
     try:
         with tmp.open("wb") as f:
-            torch.save(data, f)
+            try:
+                torch.save(data, f)
+            except RuntimeError as e:
+                # torch.save reports a failed write (disk full, file too large) as a
+                # RuntimeError about stream positions; the OSError behind it says what
+                # went wrong. Other RuntimeErrors are bugs and stay as they are.
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +63,28 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of saves that were killed midway (their process is gone);
+    returns them. A live process's temporary file is left alone."""
+    removed = []
+    for tmp in folder.glob(f"{TMP_PREFIX}*{TMP_MARK}*"):
+        pid = tmp.name.rpartition(TMP_MARK)[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:

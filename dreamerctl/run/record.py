@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from dreamerctl.envs.base import ActSpace, Env, Obs
-from dreamerctl.errors import UsageError
+from dreamerctl.errors import RunError, UsageError
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.video import Mp4Writer, mp4_to_gif, side_by_side
 
@@ -124,9 +124,15 @@ def existing_outputs(output: Path) -> list[Path]:
 
 
 def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse a file as the output folder, and a folder holding a recording unless overwrite."""
+    """Refuse a file as the output folder (or one of its parents), and a folder holding a
+    recording unless overwrite."""
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is an existing file, not a folder")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--output {output} lies under the file {parent}, not a folder")
     old = existing_outputs(output)
     if old and not overwrite:
         raise UsageError(f"{old[0]} already exists; pass --overwrite to replace the recording "
@@ -138,7 +144,10 @@ def prepare_output(output: Path, overwrite: bool) -> None:
     check_output(output, overwrite)
     for path in existing_outputs(output):
         path.unlink()
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create --output folder {output}: {e.strerror}") from None
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import random
 import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,11 @@ import numpy as np
 from dreamerctl.config import Config, apply_overrides, build_config, config_to_dict, dump_config
 from dreamerctl.errors import Interrupted, RunError, UsageError
 from dreamerctl.run import rundir
-from dreamerctl.run.checkpoint import load_checkpoint, save_checkpoint
+from dreamerctl.run.checkpoint import (
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
 
@@ -58,12 +63,14 @@ def train_from_cli(task: str, presets: list[str], overrides: list[str], logdir: 
 
 
 def check_writable(folder: Path) -> None:
-    """Fail before training when the logdir cannot take a run (SPEC §6: exit 1)."""
+    """Fail before training when the logdir cannot take a run: a file where a folder is needed
+    is a usage error (exit 2); a read-only or (nearly) full one a run-time failure (exit 1)."""
     existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise RunError(f"logdir {folder} is not a folder ({existing} is a file)")
+        where = "is an existing file" if existing == folder else f"lies under the file {existing}"
+        raise UsageError(f"logdir {folder} {where}, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RunError(f"logdir {folder} is not writable")
     free = shutil.disk_usage(existing).free
@@ -140,7 +147,9 @@ class Trainer:
         self.episodes = int(counters["episodes"])
         self.ready_step = counters["ready_step"]
         self.clock.remainder = float(counters["clock_remainder"])
-        loaded = self.replay.load()
+        loaded = self.load_replay()
+        for tmp in remove_stale_temporaries(self.run_dir):
+            log.info("removed %s, left by a save that was killed", tmp.name)
         self.replay.load_state_dict(data["replay"])
         rng = data["rng"]
         torch.set_rng_state(rng["torch"])
@@ -150,12 +159,24 @@ class Trainer:
         drop_after(self.run_dir / rundir.SCORES, self.frames)
         log.info("resumed %s at step %d with %d replay steps", self.run_dir, self.step, loaded)
 
+    def load_replay(self) -> int:
+        """Load the replay chunks; damaged ones are skipped, each with a `warning:` line."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = self.replay.load()
+        for warning in caught:
+            log.warning("%s", warning.message)
+        return loaded
+
     @property
     def frames(self) -> int:
         return self.step * self.config.env.action_repeat
 
     # ------------------------------------------------------------------------------------ loop
     def run(self) -> Path:
+        """Build, train, save; returns the run directory. SIGINT and SIGTERM stop the loop
+        after the current step or update and raise Interrupted once the checkpoint is saved;
+        from the first one on, both stay ignored (the process is exiting with 130)."""
         previous = {sig: signal.signal(sig, self.on_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -163,18 +184,23 @@ class Trainer:
             try:
                 self.loop()
                 if self.signal is not None:
-                    self.save()
+                    name = signal.Signals(self.signal).name
+                    if not self.save():
+                        raise Interrupted(f"interrupted by {name}; {self.kept_message()}")
                     raise Interrupted(
-                        f"interrupted by {signal.Signals(self.signal).name}; checkpoint saved to "
+                        f"interrupted by {name}; checkpoint saved to "
                         f"{self.run_dir / rundir.CHECKPOINT}"
                     )
-                self.save()
+                if not self.save():
+                    raise RunError(f"saving the final checkpoint failed; {self.kept_message()}")
                 self.report()
             finally:
                 self.envs.close()
         finally:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                # After an interrupt the process is on its way out with exit 130: a further
+                # Ctrl-C or SIGTERM must not turn that into a traceback or a kill mid-exit.
+                signal.signal(sig, signal.SIG_IGN if self.signal is not None else handler)
         return self.run_dir
 
     def on_signal(self, signum: int, frame: Any) -> None:
@@ -209,9 +235,15 @@ class Trainer:
                 window.steps += num
                 self.train_due(num, window)
                 now = time.monotonic()
-                if now - last_log >= run.log_every or self.step >= run.steps:
+                stop = self.agent.consecutive_nonfinite >= self.config.train.max_nonfinite
+                if now - last_log >= run.log_every or self.step >= run.steps or stop:
                     rates = self.log_metrics(window, now - last_log)
                     window, last_log = Window(scores=window.scores[-1:]), now
+                if stop:
+                    raise RunError(
+                        f"{self.agent.consecutive_nonfinite} consecutive updates had non-finite "
+                        f"losses or gradients, stopping; {self.kept_message()}"
+                    )
                 bar.update(self.step, updates=self.updates, score=self.last_score(window),
                            **rates)
                 if now - last_save >= run.save_every:
@@ -239,11 +271,6 @@ class Trainer:
         metrics = run_updates(self.agent, self.replay.sample, count, train.loop, train.imag_starts)
         self.updates += count
         window.add(metrics, count)
-        if self.agent.consecutive_nonfinite >= train.max_nonfinite:
-            raise RunError(
-                f"{self.agent.consecutive_nonfinite} consecutive updates had non-finite losses or "
-                f"gradients; stopping. The last good checkpoint is kept in {self.run_dir}"
-            )
 
     def next_report(self) -> int | None:
         every = self.config.run.report_every
@@ -277,7 +304,8 @@ class Trainer:
         rundir.append_jsonl(self.run_dir / rundir.METRICS, record)
         return {"env_fps": record["fps/env"], "upd_s": record["train/updates_per_s"]}
 
-    def save(self) -> None:
+    def save(self) -> bool:
+        """Write the checkpoint; a failed write keeps the previous one, warns and returns False."""
         import torch
 
         self.replay.flush()
@@ -300,9 +328,17 @@ class Trainer:
         try:
             save_checkpoint(path, payload)
         except OSError as e:
-            log.error("saving %s failed (%s); the previous checkpoint is kept", path, e.strerror)
-            return
+            log.warning("saving %s failed (%s); %s", path, e.strerror or e, self.kept_message())
+            return False
         log.debug("saved %s at step %d", path, self.step)
+        return True
+
+    def kept_message(self) -> str:
+        """Which checkpoint a failure leaves behind, for warnings and errors."""
+        path = self.run_dir / rundir.CHECKPOINT
+        if not path.is_file():
+            return f"no checkpoint has been saved in {self.run_dir}"
+        return f"the last good checkpoint is kept in {path}"
 
     def report(self) -> None:
         """The open-loop video of SPEC §5: true / predicted / error rows."""
