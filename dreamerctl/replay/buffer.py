@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dreamerctl.errors import RunError
+from dreamerctl.fsutil import fsync_dir
 from dreamerctl.replay.chunks import (
     ChunkName,
     Spaces,
     chunk_path,
-    fsync_directory,
     list_chunks,
     read_chunk,
     remove_temporaries,
@@ -191,7 +191,7 @@ class Replay:
             return
         for stream in streams:
             self._save(int(stream))
-        fsync_directory(self.directory)  # once for all renames of this round
+        fsync_dir(self.directory)  # once for all renames of this round
 
     def _save(self, stream: int) -> None:
         """Write logical steps [pending, count) of `stream` to one chunk file."""
@@ -246,7 +246,7 @@ class Replay:
                 f"this run has {self.num_envs} envs",
                 stacklevel=2,
             )
-        fsync_directory(self.directory)
+        fsync_dir(self.directory)
         return len(self)
 
     def _load_stream(self, stream: int, names: list[ChunkName]) -> None:

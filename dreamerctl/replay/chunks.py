@@ -66,20 +66,6 @@ def remove_temporaries(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make renames and deletions in `directory` durable (POSIX; a no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # Some filesystems refuse fsync on folders; the rename is still atomic.
-    finally:
-        os.close(fd)
-
-
 def write_chunk(path: Path, data: dict[str, np.ndarray]) -> None:
     """Write `data` (key -> (L, ...) array) to `path` atomically; the caller fsyncs the folder."""
     tmp = path.with_name(path.name + TMP_SUFFIX)

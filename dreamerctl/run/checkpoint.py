@@ -14,26 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from dreamerctl.errors import RunError
+from dreamerctl.fsutil import fsync_dir
 
 FORMAT = "dreamerctl-checkpoint"
 VERSION = 1
 # Temporary files are `.<name>.tmp-<pid>`: hidden, and the pid tells whether a save is running.
 TMP_PREFIX = "."
 TMP_MARK = ".tmp-"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
