@@ -27,7 +27,8 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """Evaluate a checkpoint: mean, std, min, max and a 95% bootstrap CI of the episode scores."""
-    from dreamerctl.run.evaluate import evaluate_checkpoint, resolve_checkpoint
+    from dreamerctl.run.evaluate import evaluate_checkpoint
+    from dreamerctl.run.rundir import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=None)
     result = evaluate_checkpoint(path, task=task, episodes=episodes, seed=seed, mode=mode,

@@ -13,8 +13,6 @@ from dreamerctl.run.policy import check_mode, load_agent, task_and_env
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
 
-resolve_checkpoint = rundir.resolve_checkpoint
-
 
 def bootstrap_ci(scores: np.ndarray, seed: int, samples: int = 10_000,
                  level: float = 0.95) -> tuple[float, float]:

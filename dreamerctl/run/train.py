@@ -119,6 +119,7 @@ class Trainer:
                   for key, space in self.envs.obs_space.items()}
         spaces["action"] = ((self.envs.act_space.size,), "float32")
         spaces.update(STEP_SPACES)
+        self.replay_keys = [*self.envs.obs_space, *STEP_SPACES]  # what one env step stores
         needed = Replay.bytes_needed(spaces, train.replay_capacity)
         check_memory(needed, capacity=train.replay_capacity)
         log.info("replay: capacity %d steps, %s at full capacity", train.replay_capacity,
@@ -253,10 +254,6 @@ class Trainer:
                     self.report()
                     next_report = self.next_report()
 
-    @property
-    def replay_keys(self) -> list[str]:
-        return [*self.envs.obs_space, *STEP_SPACES]
-
     def train_due(self, steps: int, window: Window) -> None:
         from dreamerctl.agent.loops import run_updates
 
@@ -381,9 +378,9 @@ class Window:
 def drop_after(path: Path, frames: int) -> None:
     """Keep only complete lines up to `frames`: a resumed run redoes what came after its
     checkpoint, so those lines (and a torn last line) must not stay twice."""
-    records = rundir.read_jsonl(path)
     if not path.exists():
         return
+    records = rundir.read_jsonl(path)
     kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= frames]
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as f:
