@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dreamerctl.agent.collective import gather_cat
+
 
 def symlog(x: Tensor) -> Tensor:
     """sign(x) * log(1 + |x|) (paper eq. 9): compresses large magnitudes, keeps small ones."""
@@ -124,8 +126,10 @@ class ReturnNormaliser(nn.Module):
     @torch.no_grad()
     def update(self, returns: Tensor) -> None:
         """Fold in the percentiles of all returns of a batch (any shape): over the whole imagined
-        batch, not per trajectory."""
-        low, high = torch.quantile(returns.detach().float().flatten(), self.quantiles)
+        batch, not per trajectory, and under torchrun over the batches of all ranks, so that every
+        rank scales its advantages alike and the EMAs stay identical (issue 9)."""
+        flat = gather_cat(returns.detach().float().flatten())
+        low, high = torch.quantile(flat, self.quantiles)
         ok = torch.isfinite(low) & torch.isfinite(high)
         # A non-finite batch (whose actor step is skipped) must not poison the EMAs for good.
         self.low.copy_(torch.where(ok, self.low.lerp(low, 1.0 - self.decay), self.low))

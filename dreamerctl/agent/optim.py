@@ -1,6 +1,6 @@
 """One optimiser per module (world model, actor, critic): Adam with gradient-norm clipping, and
 a step that is skipped, leaving the parameters untouched, when the loss or a gradient is not
-finite."""
+finite. Under torchrun the gradients are averaged over ranks first (agent/collective.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dreamerctl.agent.collective import average_gradients
+
 
 class Optimizer:
     def __init__(self, params: Iterable[nn.Parameter], lr: float, eps: float,
@@ -20,13 +22,17 @@ class Optimizer:
         self.adam = torch.optim.Adam(self.params, lr=lr, eps=eps)
 
     def step(self, loss: Tensor) -> tuple[Tensor, bool]:
-        """Backpropagate `loss`, clip, step. Returns the gradient norm before clipping (a tensor,
-        no host sync) and whether the step was skipped as non-finite."""
+        """Backpropagate `loss`, average the gradients over data-parallel ranks, clip, step.
+        Returns the gradient norm before clipping (a tensor, no host sync) and whether the step
+        was skipped as non-finite."""
         self.adam.zero_grad(set_to_none=True)
         loss.backward()
+        # Under torchrun every rank then holds the same mean gradient, and the loss summed over
+        # ranks, so clipping and the skip decision below agree everywhere (issue 9).
+        total = average_gradients(self.params, loss)
         norm = nn.utils.clip_grad_norm_(self.params, self.clip)
         # The one host sync of a step: skipping must be decided before Adam touches its moments.
-        skipped = not bool(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+        skipped = not bool(torch.isfinite(norm) & torch.isfinite(total))
         if not skipped:
             self.adam.step()
         # No gradient stays behind: the next loss (of any module) starts from nothing.

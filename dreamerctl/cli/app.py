@@ -11,6 +11,7 @@ import typer
 from dreamerctl.cli import compare, eval, find_latest, gif, record, train
 from dreamerctl.cli.common import setup_logging
 from dreamerctl.errors import DreamerError
+from dreamerctl.run.distributed import launch_rank
 
 app = typer.Typer(
     name="dreamerctl",
@@ -44,10 +45,18 @@ def debug_enabled() -> bool:
     return os.environ.get("DREAMERCTL_DEBUG", "") not in ("", "0")
 
 
-def fail(message: str, code: int) -> int:
+def fail(message: str, code: int, shared: bool = False) -> int:
+    """Print `message` as `error:` lines; returns `code`.
+
+    In a torchrun job every rank is a process with its own stderr: an error that every rank
+    raised together (`shared`) is printed by rank 0 alone, any other one names its rank."""
+    rank, world = launch_rank()
+    if world > 1 and shared and rank != 0:
+        return code
+    prefix = f"rank {rank}: " if world > 1 and not shared else ""
     lines = [line for line in str(message).strip().splitlines() if line.strip()] or ["failed"]
     for line in lines:
-        sys.stderr.write(f"error: {line}\n")
+        sys.stderr.write(f"error: {prefix}{line}\n")
     sys.stderr.flush()
     return code
 
@@ -63,7 +72,7 @@ def run(argv: list[str] | None = None) -> int:
     except DreamerError as e:
         if debug_enabled():
             traceback.print_exc()
-        return fail(str(e), e.exit_code)
+        return fail(str(e), e.exit_code, shared=e.shared)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as e:

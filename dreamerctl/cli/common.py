@@ -67,20 +67,29 @@ def setup_logging(debug: bool) -> None:
     """Logs go to stderr as plain lines (`warning:` prefixed for warnings)."""
     import logging
 
+    from dreamerctl.run.distributed import launch_rank
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LevelFormatter())
+    rank, world = launch_rank()
+    # Under torchrun the ranks share one terminal: rank 0 logs as a single process does, the
+    # others only their warnings, each naming its rank.
+    quiet = world > 1 and rank != 0
+    handler.setFormatter(LevelFormatter(f"rank {rank}: " if quiet else ""))
     root = logging.getLogger("dreamerctl")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     root.propagate = False
 
 
 class LevelFormatter:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
     def format(self, record: Any) -> str:
         import logging
 
         # Only the CLI's final message starts with `error:`; logged problems are warnings.
-        message = record.getMessage()
+        message = self.prefix + record.getMessage()
         if record.levelno >= logging.WARNING:
             return f"warning: {message}"
         return message

@@ -40,4 +40,5 @@ def train(
         logdir=logdir_or_default(logdir),
         resume=resume,
     )
-    out.print(str(run_dir), highlight=False)
+    if run_dir is not None:  # None on the other ranks of a torchrun job: rank 0 prints it
+        out.print(str(run_dir), highlight=False)

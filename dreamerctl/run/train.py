@@ -1,6 +1,11 @@
 """`dreamerctl train`: collect with the policy, store in replay, update at the train ratio
 (SPEC §4), and keep the run directory of SPEC §5 current: config, metrics, scores, open-loop videos,
 checkpoints. SIGINT and SIGTERM save a checkpoint and end with exit 130.
+
+Under torchrun (issue 9) every rank runs a Trainer: its own envs and replay, the shared model
+kept identical by the agent's gradient averaging, and the decisions that depend on clocks or
+signals taken together once per loop iteration (`World.max`). Rank 0 alone writes the run
+directory; steps, frames and the train ratio count the agent steps of all ranks.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from dreamerctl.config import Config, apply_overrides, build_config, config_to_dict, dump_config
-from dreamerctl.errors import Interrupted, RunError, UsageError
+from dreamerctl.errors import Interrupted, RunError, UsageError, shared
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
 )
+from dreamerctl.run.distributed import World, join, state_digest
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
 
@@ -41,15 +47,40 @@ OPENLOOP_CONTEXT = 5
 
 
 def train_from_cli(task: str, presets: list[str], overrides: list[str], logdir: Path,
-                   resume: str | None) -> Path:
-    """Start a new run, or continue one with `resume` (a checkpoint, run directory or 'latest')."""
+                   resume: str | None) -> Path | None:
+    """Start a new run, or continue one with `resume` (a checkpoint, run directory or 'latest').
+
+    Under torchrun every rank calls this: rank 0 builds the config and picks the run directory
+    (or reads the checkpoint) and hands them to the others. Returns the run directory on rank 0
+    and None on the other ranks, which have nothing to print.
+    """
+    world = join()
+    clean = False
+    try:
+        config, run_dir, data = world.from_main(
+            lambda: prepare(task, presets, overrides, logdir, resume))
+        Trainer(task, config, run_dir, resume=data, world=world).run()
+        clean = True
+    except Exception as e:
+        lost = world.explain(e)  # a rank that died before training began
+        if lost is None:
+            raise
+        raise lost from e
+    finally:
+        world.leave(clean)
+    return run_dir if world.main else None
+
+
+def prepare(task: str, presets: list[str], overrides: list[str], logdir: Path,
+            resume: str | None) -> tuple[Config, Path, dict[str, Any] | None]:
+    """The config, the run directory and, when resuming, the loaded checkpoint."""
     from dreamerctl.envs import check_task
 
     if resume is None:
         check_task(task)
         config = build_config(task, presets, overrides)
         check_writable(logdir)
-        return Trainer(task, config, rundir.new_run_dir(logdir, task)).run()
+        return config, rundir.new_run_dir(logdir, task), None
     if presets:
         raise UsageError("--preset cannot change a resumed run; use --set KEY=VALUE")
     path = rundir.resolve_checkpoint(resume, logdir, task)
@@ -59,7 +90,7 @@ def train_from_cli(task: str, presets: list[str], overrides: list[str], logdir: 
     sources = {key: str(path) for key in data["config"]}
     config = apply_overrides(dict(data["config"]), overrides, sources)
     check_writable(path.parent)
-    return Trainer(task, config, path.parent, resume=data).run()
+    return config, path.parent, data
 
 
 def check_writable(folder: Path) -> None:
@@ -79,21 +110,35 @@ def check_writable(folder: Path) -> None:
 
 
 class Trainer:
-    """One training run in one run directory."""
+    """One training run in one run directory (one rank's part of it under torchrun)."""
 
     def __init__(self, task: str, config: Config, run_dir: Path,
-                 resume: dict[str, Any] | None = None) -> None:
+                 resume: dict[str, Any] | None = None, world: World | None = None) -> None:
         self.task = task
         self.config = config
         self.run_dir = run_dir
         self.resume = resume
+        self.world = world or World()
         self.signal: int | None = None
-        self.step = 0            # agent steps over all envs
-        self.updates = 0
+        # The signal the loop stops for, 0 while none: with several ranks the one any rank got
+        # (torchrun forwards a signal to each worker, but not at the same moment).
+        self.stop_signal = 0
+        self.step = 0            # agent steps over all envs of all ranks
+        self.updates = 0         # updates of each rank (all ranks update in lockstep)
+        self.replayed = 0        # replayed steps over all ranks, for the achieved train ratio
         self.episodes = 0
         self.ready_step: int | None = None  # agent step at which updates began
+        self.ready = False       # every rank's replay holds a batch
+        self.moved_replay: Path | None = None  # where a world-size change put the old replay
+        # Episodes finished here and not yet written (with several ranks, until they are
+        # gathered at the next metrics line or checkpoint): (frames, score, length).
+        self.pending: list[tuple[int, float, int]] = []
+        self.window = Window()
         cfg = config.train
-        self.clock = TrainRatioClock(cfg.train_ratio / (cfg.batch_size * cfg.batch_length))
+        # The replayed steps of one update are those of all ranks, W x B x T (SPEC §4's ratio
+        # over all ranks' agent steps): the updates per loop iteration stay what one process does.
+        self.clock = TrainRatioClock(
+            cfg.train_ratio / (cfg.batch_size * cfg.batch_length * self.world.size))
 
     # ----------------------------------------------------------------------------------- setup
     def build(self) -> None:
@@ -105,23 +150,31 @@ class Trainer:
         from dreamerctl.run.device import pick_device
 
         run, env, train = self.config.run, self.config.env, self.config.train
-        self.device = pick_device(run.device)
-        torch.manual_seed(run.seed)
-        random.seed(run.seed)
-        self.rng = np.random.default_rng(run.seed)
-        # A resumed run starts fresh episodes; offset the env seeds so they differ from the first.
-        env_seed = run.seed * 1000 + (self.resume["step"] if self.resume else 0)
+        world = self.world
+        self.device = world.device(pick_device(run.device))
+        seed = world.seed(run.seed)
+        torch.manual_seed(run.seed)  # the same initial parameters on every rank
+        random.seed(seed)
+        self.rng = np.random.default_rng(seed)
+        # A resumed run starts fresh episodes; offset the env seeds so they differ from the
+        # first, and per rank so that ranks collect different episodes.
+        env_seed = world.seed(run.seed * 1000 + (self.resume["step"] if self.resume else 0))
         self.envs = ParallelEnvs(self.task, env, env.num_envs, seed=env_seed)
         self.agent = Agent(self.envs.obs_space, self.envs.act_space, self.config.world_model,
                            self.config.actor_critic, train, device=self.device,
                            precision=run.precision)
+        if world.distributed:
+            world.broadcast_state(self.agent)
+            if not world.main:
+                torch.manual_seed(seed)  # its own actions and imagined samples
         spaces = {key: (tuple(space.shape), space.dtype)
                   for key, space in self.envs.obs_space.items()}
         spaces["action"] = ((self.envs.act_space.size,), "float32")
         spaces.update(STEP_SPACES)
         self.replay_keys = [*self.envs.obs_space, *STEP_SPACES]  # what one env step stores
         needed = Replay.bytes_needed(spaces, train.replay_capacity)
-        check_memory(needed, capacity=train.replay_capacity)
+        # The ranks of one node share its memory, each with a replay of its own.
+        check_memory(needed * world.local_size, capacity=train.replay_capacity)
         log.info("replay: capacity %d steps, %s at full capacity", train.replay_capacity,
                  format_bytes(needed))
         if train.replay_capacity // env.num_envs < train.batch_length:
@@ -129,35 +182,65 @@ class Trainer:
                 f"train.replay_capacity {train.replay_capacity} is too small for "
                 f"{env.num_envs} envs and train.batch_length {train.batch_length}"
             )
+        keep_replay = self.resume is None or self.same_world(self.resume)
+        if not keep_replay:
+            self.discard_replay()
         self.replay = Replay(spaces, env.num_envs, train.replay_capacity, train.batch_size,
-                             train.batch_length, seed=run.seed,
-                             directory=self.run_dir / "replay", chunk=train.replay_chunk)
+                             train.batch_length, seed=seed,
+                             directory=world.replay_dir(self.run_dir), chunk=train.replay_chunk)
         if self.resume is not None:
-            self.restore(self.resume)
-        (self.run_dir / rundir.CONFIG).write_text(dump_config(self.config))
-        for name in (rundir.METRICS, rundir.SCORES):
-            (self.run_dir / name).touch()
+            self.restore(self.resume, keep_replay)
+        if world.main:
+            (self.run_dir / rundir.CONFIG).write_text(dump_config(self.config))
+            for name in (rundir.METRICS, rundir.SCORES):
+                (self.run_dir / name).touch()
 
-    def restore(self, data: dict[str, Any]) -> None:
-        import torch
+    def same_world(self, data: dict[str, Any]) -> bool:
+        """Whether the checkpoint was written by as many ranks as this run has."""
+        return int(data["runner"].get("world_size", 1)) == self.world.size
 
+    def discard_replay(self) -> None:
+        """Set aside the replay a run with another number of ranks left: its streams do not map
+        onto this run's ranks. Nothing is deleted: rank 0 renames replay/ to
+        replay-<W>ranks-<time>/ while the others wait; a rank whose folder is on a disk of its
+        own node (not shared with rank 0) renames that folder the same way."""
+        old = int(self.resume["runner"].get("world_size", 1)) if self.resume else 1
+        suffix = f"-{old}ranks-{time.strftime('%Y%m%d-%H%M%S')}"
+        if self.world.main:
+            self.moved_replay = move_aside(self.run_dir / "replay", suffix)
+        self.world.any(False)  # a barrier: no rank writes chunks before the old ones are moved
+        if not self.world.main:
+            move_aside(self.world.replay_dir(self.run_dir), suffix)
+
+    def restore(self, data: dict[str, Any], keep_replay: bool) -> None:
         self.agent.load_state(data["agent"])
         counters = data["runner"]
+        train = self.config.train
         self.step = int(data["step"])
         self.updates = int(counters["updates"])
+        self.replayed = int(counters.get("replayed",
+                                         self.updates * train.batch_size * train.batch_length))
         self.episodes = int(counters["episodes"])
         self.ready_step = counters["ready_step"]
         self.clock.remainder = float(counters["clock_remainder"])
-        loaded = self.load_replay()
-        for tmp in remove_stale_temporaries(self.run_dir):
-            log.info("removed %s, left by a save that was killed", tmp.name)
-        self.replay.load_state_dict(data["replay"])
-        rng = data["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.rng.bit_generator.state = rng["numpy"]
-        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
-        drop_after(self.run_dir / rundir.METRICS, self.frames)
-        drop_after(self.run_dir / rundir.SCORES, self.frames)
+        loaded = 0
+        if keep_replay:
+            loaded = self.load_replay()
+            part = rank_state(data, self.world.rank)
+            self.replay.load_state_dict(part["replay"])
+            self.set_rng_state(part["rng"])
+        elif self.world.main:
+            log.warning(
+                "%s was written by %d rank(s) and this run has %d: the model, optimisers, "
+                "normaliser and counters are restored, but the replay is rebuilt (it starts "
+                "empty; the old one was moved to %s)", self.run_dir / rundir.CHECKPOINT,
+                int(counters.get("world_size", 1)), self.world.size,
+                self.moved_replay or "nowhere: there was none")
+        if self.world.main:
+            for tmp in remove_stale_temporaries(self.run_dir):
+                log.info("removed %s, left by a save that was killed", tmp.name)
+            drop_after(self.run_dir / rundir.METRICS, self.frames)
+            drop_after(self.run_dir / rundir.SCORES, self.frames)
         log.info("resumed %s at step %d with %d replay steps", self.run_dir, self.step, loaded)
 
     def load_replay(self) -> int:
@@ -168,6 +251,19 @@ class Trainer:
         for warning in caught:
             log.warning("%s", warning.message)
         return loaded
+
+    def rng_state(self) -> dict[str, Any]:
+        import torch
+
+        return {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+                "python": list(random.getstate())}
+
+    def set_rng_state(self, rng: dict[str, Any]) -> None:
+        import torch
+
+        torch.set_rng_state(rng["torch"])
+        self.rng.bit_generator.state = rng["numpy"]
+        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
 
     @property
     def frames(self) -> int:
@@ -184,19 +280,26 @@ class Trainer:
             self.build()
             try:
                 self.loop()
-                if self.signal is not None:
-                    name = signal.Signals(self.signal).name
+                if self.stop_signal:
+                    name = signal.Signals(self.stop_signal).name
                     if not self.save():
-                        raise Interrupted(f"interrupted by {name}; {self.kept_message()}")
-                    raise Interrupted(
+                        raise shared(Interrupted(f"interrupted by {name}; {self.kept_message()}"))
+                    raise shared(Interrupted(
                         f"interrupted by {name}; checkpoint saved to "
                         f"{self.run_dir / rundir.CHECKPOINT}"
-                    )
+                    ))
                 if not self.save():
-                    raise RunError(f"saving the final checkpoint failed; {self.kept_message()}")
+                    raise shared(RunError(
+                        f"saving the final checkpoint failed; {self.kept_message()}"))
                 self.report()
             finally:
                 self.envs.close()
+        except Exception as e:
+            # Another rank died or hung: say which, instead of gloo's or NCCL's message.
+            lost = self.world.explain(e)
+            if lost is None:
+                raise
+            raise RunError(f"{lost}; {self.kept_message()}") from e
         finally:
             for sig, handler in previous.items():
                 # After an interrupt the process is on its way out with exit 130: a further
@@ -213,51 +316,67 @@ class Trainer:
         self.signal = signum
 
     def loop(self) -> None:
-        run, num = self.config.run, self.config.env.num_envs
-        tracker = EpisodeTracker(num)
-        window = Window()
+        run, world = self.config.run, self.world
+        tracker = EpisodeTracker(self.config.env.num_envs)
+        self.window = Window()
         last_save = last_log = time.monotonic()
         next_report = self.next_report()
         obs = self.envs.reset()
         state = None
         rates: dict[str, float] = {}
-        with ProgressReporter(f"train {self.task}", run.steps, interval=run.log_every) as bar:
-            while self.step < run.steps and self.signal is None:
-                for episode in tracker.update(obs):
-                    self.log_episode(episode.score, episode.length)
-                    window.scores.append(episode.score)
-                if self.step < run.prefill:
-                    action = self.envs.act_space.sample(self.rng, num)
-                else:
-                    action, state = self.agent.policy(obs, state, mode="sample")
-                self.replay.add({**{key: obs[key] for key in self.replay_keys}, "action": action})
-                obs = self.envs.step(action)
-                self.step += num
-                window.steps += num
-                self.train_due(num, window)
+        # A signal during the build stops the run before its first step, on every rank.
+        (self.stop_signal,) = world.max(self.signal or 0)
+        with ProgressReporter(f"train {self.task}", run.steps, interval=run.log_every,
+                              enabled=world.main) as bar:
+            while self.step < run.steps and not self.stop_signal:
+                obs, state = self.collect(tracker, obs, state)
+                self.train_due(self.config.env.num_envs * world.size, self.window)
                 now = time.monotonic()
-                stop = self.agent.consecutive_nonfinite >= self.config.train.max_nonfinite
-                if now - last_log >= run.log_every or self.step >= run.steps or stop:
-                    rates = self.log_metrics(window, now - last_log)
-                    window, last_log = Window(scores=window.scores[-1:]), now
+                # Clocks and signals differ between ranks: every rank acts on what any rank saw,
+                # in one collective per iteration, so none enters a collective the others skip.
+                self.stop_signal, log_due, save_due, stop = world.max(
+                    self.signal or 0, now - last_log >= run.log_every,
+                    now - last_save >= run.save_every,
+                    self.agent.consecutive_nonfinite >= self.config.train.max_nonfinite)
+                if log_due or self.step >= run.steps or stop:
+                    rates = self.log_metrics(self.window, now - last_log)
+                    self.window, last_log = Window(scores=self.window.scores[-1:]), now
                 if stop:
-                    raise RunError(
+                    raise shared(RunError(
                         f"{self.agent.consecutive_nonfinite} consecutive updates had non-finite "
                         f"losses or gradients, stopping; {self.kept_message()}"
-                    )
-                bar.update(self.step, updates=self.updates, score=self.last_score(window),
+                    ))
+                bar.update(self.step, updates=self.updates, score=self.last_score(self.window),
                            **rates)
-                if now - last_save >= run.save_every:
+                if save_due:
                     self.save()
                     last_save = time.monotonic()
                 if next_report is not None and self.step >= next_report:
                     self.report()
                     next_report = self.next_report()
 
+    def collect(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
+                state: Any) -> tuple[dict[str, np.ndarray], Any]:
+        """One step of this rank's envs: note finished episodes, act, store, step."""
+        num = self.config.env.num_envs
+        for episode in tracker.update(obs):
+            self.pending.append((self.frames, episode.score, episode.length))
+        if not self.world.distributed:
+            self.flush_episodes(self.window)  # several ranks gather theirs when they log
+        if self.step < self.config.run.prefill:
+            action = self.envs.act_space.sample(self.rng, num)
+        else:
+            action, state = self.agent.policy(obs, state, mode="sample")
+        self.replay.add({**{key: obs[key] for key in self.replay_keys}, "action": action})
+        obs = self.envs.step(action)
+        self.step += num * self.world.size  # the agent steps of all ranks, taken in lockstep
+        self.window.steps += num * self.world.size
+        return obs, state
+
     def train_due(self, steps: int, window: Window) -> None:
         from dreamerctl.agent.loops import run_updates
 
-        if self.step < self.config.run.prefill or not self.replay.ready:
+        if self.step < self.config.run.prefill or not self.replay_ready():
             return
         if self.ready_step is None:
             self.ready_step = self.step
@@ -267,7 +386,17 @@ class Trainer:
         train = self.config.train
         metrics = run_updates(self.agent, self.replay.sample, count, train.loop, train.imag_starts)
         self.updates += count
+        self.replayed += count * train.batch_size * train.batch_length * self.world.size
         window.add(metrics, count)
+
+    def replay_ready(self) -> bool:
+        """Whether updates may start: every rank's replay holds a batch. Agreed by all ranks
+        (a rank that updated alone would wait in its gradient all_reduce); once true it stays
+        true, as replays only grow, so the collective stops once training has begun."""
+        if not self.ready:
+            (not_ready,) = self.world.any(not self.replay.ready)
+            self.ready = not not_ready
+        return self.ready
 
     def next_report(self) -> int | None:
         every = self.config.run.report_every
@@ -277,24 +406,43 @@ class Trainer:
     def last_score(self, window: Window) -> float | None:
         return window.scores[-1] if window.scores else None
 
-    def log_episode(self, score: float, length: int) -> None:
-        self.episodes += 1
-        rundir.append_jsonl(self.run_dir / rundir.SCORES, {
-            "step": self.frames, "episode/score": score, "episode/length": length})
+    def flush_episodes(self, window: Window) -> None:
+        """Write the finished episodes to scores.jsonl (rank 0, the episodes of every rank,
+        gathered) and count them; every rank gets the scores for the window's mean."""
+        if self.world.distributed:
+            gathered = self.world.all_gather(self.pending)
+            episodes = sorted(episode for part in gathered for episode in part)
+        else:
+            episodes = self.pending
+        self.pending = []
+        for frames, score, length in episodes:
+            self.episodes += 1
+            window.scores.append(score)
+            if self.world.main:
+                rundir.append_jsonl(self.run_dir / rundir.SCORES, {
+                    "step": frames, "episode/score": score, "episode/length": length})
 
     def log_metrics(self, window: Window, seconds: float) -> dict[str, float]:
-        """Write one metrics line; returns the rates shown beside the progress bar."""
+        """Write one metrics line (rank 0: losses averaged over all ranks' updates, rates and
+        sizes summed over ranks); returns the rates shown beside the progress bar."""
         train = self.config.train
-        record: dict[str, Any] = {"step": self.frames, **window.means()}
+        self.flush_episodes(window)
+        merged, replay_size = window, len(self.replay)
+        if self.world.distributed:
+            parts = self.world.all_gather((window.sums, window.updates, len(self.replay)))
+            merged = Window.merge([(sums, updates) for sums, updates, _ in parts])
+            replay_size = sum(size for _, _, size in parts)
+        if not self.world.main:
+            return {}
+        record: dict[str, Any] = {"step": self.frames, **merged.means()}
         record["fps/env"] = window.steps * self.config.env.action_repeat / max(seconds, 1e-9)
-        record["fps/train"] = window.updates * train.batch_size * train.batch_length / max(
+        record["fps/train"] = merged.updates * train.batch_size * train.batch_length / max(
             seconds, 1e-9)
         record["train/updates"] = self.updates
         record["train/updates_per_s"] = window.updates / max(seconds, 1e-9)
         if self.ready_step is not None and self.step > self.ready_step:
-            replayed = self.updates * train.batch_size * train.batch_length
-            record["train/ratio_achieved"] = replayed / (self.step - self.ready_step)
-        record["replay/size"] = len(self.replay)
+            record["train/ratio_achieved"] = self.replayed / (self.step - self.ready_step)
+        record["replay/size"] = replay_size
         record["episode/count"] = self.episodes
         if window.scores:
             record["episode/score_mean"] = float(np.mean(window.scores))
@@ -302,10 +450,35 @@ class Trainer:
         return {"env_fps": record["fps/env"], "upd_s": record["train/updates_per_s"]}
 
     def save(self) -> bool:
-        """Write the checkpoint; a failed write keeps the previous one, warns and returns False."""
-        import torch
+        """Write the checkpoint; a failed write keeps the previous one, warns and returns False.
 
+        With several ranks every rank takes part: each flushes its replay chunks and hands its
+        replay sampler and RNG states (and a digest of its parameters) to rank 0, which writes
+        the shared model once with every rank's part; all ranks learn whether it worked."""
         self.replay.flush()
+        self.flush_episodes(self.window)
+        mine: dict[str, Any] = {"replay": self.replay.state_dict(), "rng": self.rng_state()}
+        parts = [mine]
+        if self.world.distributed:
+            mine["digest"] = state_digest(self.agent.state_dict())
+            parts = self.world.all_gather(mine)
+            self.check_identical([part["digest"] for part in parts])
+        ok = True
+        if self.world.main:
+            ok = self.write_checkpoint(parts)
+        return self.world.broadcast(ok)
+
+    def check_identical(self, digests: list[str]) -> None:
+        """Parameters must be bitwise equal on every rank; if they ever drift apart (a
+        nondeterministic kernel, a bug), say so and continue from rank 0's."""
+        if len(set(digests)) == 1:
+            return
+        if self.world.main:
+            log.warning("parameters differ across ranks (digests %s); continuing from rank 0's",
+                        ", ".join(digest[:12] for digest in digests))
+        self.world.broadcast_state(self.agent)
+
+    def write_checkpoint(self, parts: list[dict[str, Any]]) -> bool:
         payload = {
             "task": self.task,
             "step": self.step,
@@ -315,12 +488,14 @@ class Trainer:
             "config": config_to_dict(self.config),
             "agent": self.agent.save_state(),
             "runner": {"updates": self.updates, "episodes": self.episodes,
-                       "ready_step": self.ready_step, "clock_remainder": self.clock.remainder},
-            "replay": self.replay.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
-                    "python": list(random.getstate())},
+                       "ready_step": self.ready_step, "clock_remainder": self.clock.remainder,
+                       "replayed": self.replayed, "world_size": self.world.size},
+            "replay": parts[0]["replay"],
+            "rng": parts[0]["rng"],
             "saved_at": time.time(),
         }
+        if self.world.distributed:
+            payload["ranks"] = parts  # rank r's replay sampler, RNG states and digest
         path = self.run_dir / rundir.CHECKPOINT
         try:
             save_checkpoint(path, payload)
@@ -338,10 +513,10 @@ class Trainer:
         return f"the last good checkpoint is kept in {path}"
 
     def report(self) -> None:
-        """The open-loop video of SPEC §5: true / predicted / error rows."""
+        """The open-loop video of SPEC §5: true / predicted / error rows (rank 0's replay)."""
         from dreamerctl.video import openloop_grid, write_mp4
 
-        if not self.replay.ready or "image" not in self.envs.obs_space:
+        if not self.world.main or not self.replay.ready or "image" not in self.envs.obs_space:
             return
         batch = self.replay.sample()
         context = min(OPENLOOP_CONTEXT, self.config.train.batch_length - 1)
@@ -373,6 +548,33 @@ class Window:
             return {}
         return {key: value / self.updates for key, value in self.sums.items()}
 
+    @classmethod
+    def merge(cls, parts: list[tuple[dict[str, float], int]]) -> Window:
+        """One window of the (sums, updates) of several ranks: its means are over all their
+        updates."""
+        merged = cls()
+        for sums, updates in parts:
+            merged.updates += updates
+            for key, value in sums.items():
+                merged.sums[key] = merged.sums.get(key, 0.0) + value
+        return merged
+
+
+def rank_state(data: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Rank `rank`'s replay sampler and RNG states in a checkpoint (top level with one rank)."""
+    if "ranks" in data:
+        return data["ranks"][rank]
+    return {"replay": data["replay"], "rng": data["rng"]}
+
+
+def move_aside(folder: Path, suffix: str) -> Path | None:
+    """Rename `folder` to `folder` + `suffix` (its data kept, out of the way); None if there is
+    no such folder."""
+    if not folder.is_dir():
+        return None
+    target = folder.with_name(folder.name + suffix)
+    folder.rename(target)
+    return target
 
 
 def drop_after(path: Path, frames: int) -> None:
