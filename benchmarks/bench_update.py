@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps default")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override over the preset, as `dreamerctl train --set`")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip counting FLOPs and measuring the matmul peak")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -103,6 +107,34 @@ def timed_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int
     return wm_s, ac_s, summarise(records, count)
 
 
+def count_flops(agent: Agent, sample: Callable[[], dict[str, Any]], loop: str,
+                imag_starts: str) -> float:
+    """FLOPs of one update (forward and backward matrix products and convolutions, as
+    torch.utils.flop_counter counts them; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        timed_updates(agent, sample, 1, loop, imag_starts)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048,
+                seconds: float = 1.0) -> float:
+    """Measured FLOP/s of a square matrix product in `dtype` on `device`: the device's
+    practical peak for the kind of work the update is made of."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        sync(device)
+    return 2 * size**3 * count / (time.perf_counter() - start)
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -119,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config = build_config(None, ["dmc_vision", args.preset])
+    config = build_config(None, ["dmc_vision", args.preset], args.set)
     train, size = config.train, tuple(config.env.size)
     agent = Agent({"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM),
                   config.world_model, config.actor_critic, train, device=args.device,
@@ -132,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return pool[next(counter) % POOL]
 
     timed_updates(agent, sample, args.warmup, args.loop, args.imag_starts)
+    flops = None if args.no_flops else count_flops(agent, sample, args.loop, args.imag_starts)
     start = time.perf_counter()
     wm_s, ac_s, metrics = timed_updates(agent, sample, args.updates, args.loop, args.imag_starts)
     total = time.perf_counter() - start
@@ -150,7 +183,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "nonfinite": metrics["train/nonfinite"],
+        "overrides": args.set,
     }
+    if flops is not None:
+        achieved = flops * args.updates / total
+        peaks = {name: matmul_peak(agent.device, dtype)
+                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        result.update({
+            "gflop_per_update": flops / 1e9,
+            "achieved_gflop_s": achieved / 1e9,
+            "peak_gflop_s_fp32": peaks["fp32"] / 1e9,
+            "peak_gflop_s_bf16": peaks["bf16"] / 1e9,
+            # Against the peak of the precision the update ran in.
+            "peak_fraction": achieved / peaks[args.precision],
+        })
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

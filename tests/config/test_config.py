@@ -12,13 +12,27 @@ from dreamerctl.config.loader import parse_override
 from dreamerctl.errors import UsageError
 
 SHIPPED = {"default", "atari", "dmc_vision", "dmc_proprio", "gym", "small", "medium", "large",
-           "xlarge", "debug"}
+           "xlarge", "debug", "atari100k", "dmc_vision_500k"}
 
 
 def test_shipped_presets_exist_and_validate() -> None:
     assert set(preset_names()) >= SHIPPED
     for name in SHIPPED - {"default"}:
         build_config("gym_CartPole-v1", [name])
+
+
+@pytest.mark.parametrize(("task", "recipe", "frames", "ratio"), [
+    ("atari_pong", "atari100k", 400_000, 1024),
+    ("dmc_walker_walk", "dmc_vision_500k", 500_000, 512),
+])
+def test_gpu_recipes_have_the_papers_data_budget(task: str, recipe: str, frames: int,
+                                                  ratio: int) -> None:
+    """README promises the paper's outcome for these recipes at these frame counts."""
+    config = build_config(task, [recipe])
+    assert config.run.steps * config.env.action_repeat == frames
+    assert config.train.train_ratio == ratio
+    assert config.world_model.deter == 512 and config.world_model.cnn_depth == 32
+    assert config.env.obs_keys == ["image"]
 
 
 def test_contract_field_names_exist() -> None:

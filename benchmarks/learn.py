@@ -1,0 +1,211 @@
+"""Learning benchmark: train with fixed seeds, evaluate along the way, write the curves.
+
+    python benchmarks/learn.py gym_CartPole-v1 --steps 30000 --every 5000 --seeds 0 1 2 \
+        --threshold 450 --minutes 30 --write benchmarks/RESULTS.md
+
+Drives the real CLI, as a user would: `dreamerctl train TASK --steps k --seed s` (no preset unless
+`--preset`/`--set` are given), then `dreamerctl eval --checkpoint RUN --json`, then
+`dreamerctl train --resume RUN --steps k + every`, and so on. A resumed run keeps its model,
+optimisers, replay and RNG (episodes restart, as after any resume). Wall time counts the train
+commands only (process start and replay loading included); evaluation time is reported apart.
+
+Prints one JSON line per evaluation; with `--write FILE` it also replaces the section between
+`<!-- learn:TASK -->` and `<!-- /learn:TASK -->` in FILE (appending one if missing) with a table
+of the curves and whether the threshold was met: eval mean >= threshold at some evaluated step
+<= --steps, reached within --minutes of training wall time, for every seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Point:
+    step: int  # agent steps
+    frames: int  # env frames
+    train_s: float  # cumulative training wall time
+    eval_s: float
+    result: dict[str, Any]
+
+
+@dataclass
+class Curve:
+    seed: int
+    run_dir: str = ""
+    points: list[Point] = field(default_factory=list)
+
+    def reached(self, threshold: float, minutes: float) -> Point | None:
+        """The first evaluated point at or above the threshold within the time budget."""
+        for point in self.points:
+            if point.result["mean"] >= threshold and point.train_s <= minutes * 60:
+                return point
+        return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("task")
+    parser.add_argument("--steps", type=int, required=True, help="agent steps per seed")
+    parser.add_argument("--every", type=int, required=True, help="agent steps between evals")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--episodes", type=int, default=10, help="eval episodes per point")
+    parser.add_argument("--mode", default="sample", help="eval --mode")
+    parser.add_argument("--threshold", type=float, required=True, help="eval mean to reach")
+    parser.add_argument("--minutes", type=float, default=float("inf"),
+                        help="training wall-time budget for reaching the threshold")
+    parser.add_argument("--preset", action="append", default=[], help="passed to train")
+    parser.add_argument("--set", action="append", default=[], help="passed to train")
+    parser.add_argument("--logdir", type=Path, default=Path("learn_logs"))
+    parser.add_argument("--stop-at-threshold", action="store_true",
+                        help="stop a seed once its eval mean reaches the threshold")
+    parser.add_argument("--write", type=Path, help="markdown file whose section to replace")
+    parser.add_argument("--note", default="", help="a line written under the section title")
+    return parser.parse_args(argv)
+
+
+def dreamerctl(*args: str) -> str:
+    """Run the CLI; stdout on success, SystemExit with its stderr tail otherwise."""
+    result = subprocess.run([sys.executable, "-m", "dreamerctl", *args],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.splitlines()[-5:])
+        raise SystemExit(f"dreamerctl {' '.join(args)} exited {result.returncode}:\n{tail}")
+    return result.stdout
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> Curve:
+    curve = Curve(seed)
+    train_s = 0.0
+    step = 0
+    while step < args.steps:
+        step = min(step + args.every, args.steps)
+        if curve.run_dir:
+            cmd = ["train", args.task, "--resume", curve.run_dir, "--steps", str(step)]
+        else:
+            cmd = ["train", args.task, "--steps", str(step), "--seed", str(seed),
+                   "--logdir", str(args.logdir)]
+            for preset in args.preset:
+                cmd += ["--preset", preset]
+            for override in args.set:
+                cmd += ["--set", override]
+        start = time.monotonic()
+        out = dreamerctl(*cmd)
+        train_s += time.monotonic() - start
+        curve.run_dir = out.strip().splitlines()[-1]
+        start = time.monotonic()
+        result = json.loads(dreamerctl("eval", "--checkpoint", curve.run_dir, "--episodes",
+                                       str(args.episodes), "--seed", str(1000 + seed),
+                                       "--mode", args.mode, "--json"))
+        point = Point(step, int(result.get("frames", step)), train_s, time.monotonic() - start,
+                      result)
+        curve.points.append(point)
+        print(json.dumps({"task": args.task, "seed": seed, "step": step,
+                          "train_s": round(train_s, 1), "eval_s": round(point.eval_s, 1),
+                          "mean": result["mean"], "ci95": [result["ci95_low"],
+                                                           result["ci95_high"]],
+                          "run_dir": curve.run_dir}), flush=True)
+        if args.stop_at_threshold and result["mean"] >= args.threshold:
+            break
+    return curve
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
+    extra = " ".join([*(f"--preset {p}" for p in args.preset), *(f"--set {s}" for s in args.set)])
+    lines = [f"### `{args.task}`", ""]
+    if args.note:
+        lines += [args.note, ""]
+    lines += [
+        f"Machine: {machine()}. Command: `python benchmarks/learn.py {args.task} --steps "
+        f"{args.steps} --every {args.every} --seeds {' '.join(map(str, args.seeds))} "
+        f"--threshold {args.threshold:g}"
+        + (f" --minutes {args.minutes:g}" if args.minutes != float("inf") else "")
+        + (f" {extra}" if extra else "") + "`, i.e. `dreamerctl train "
+        f"{args.task} --steps N --seed S{(' ' + extra) if extra else ''}` resumed every "
+        f"{args.every} steps and `dreamerctl eval --episodes {args.episodes} --mode {args.mode}` "
+        "after each segment.",
+        "",
+        "Eval mean (95% CI) against agent steps; cumulative training wall time in minutes:",
+        "",
+    ]
+    steps = sorted({p.step for c in curves for p in c.points})
+    lines.append("| seed | " + " | ".join(f"{s:,}" for s in steps) + " |")
+    lines.append("|---|" + "---|" * len(steps))
+    for curve in curves:
+        by_step = {p.step: p for p in curve.points}
+        cells = []
+        for s in steps:
+            p = by_step.get(s)
+            cells.append("" if p is None else
+                         f"{p.result['mean']:.1f} [{p.result['ci95_low']:.0f}, "
+                         f"{p.result['ci95_high']:.0f}] ({p.train_s / 60:.1f} min)")
+        lines.append(f"| {curve.seed} | " + " | ".join(cells) + " |")
+    lines.append("")
+    met = [c.reached(args.threshold, args.minutes) for c in curves]
+    budget = "" if args.minutes == float("inf") else f" and {args.minutes:g} minutes"
+    for curve, point in zip(curves, met, strict=True):
+        if point is None:
+            lines.append(f"- seed {curve.seed}: threshold {args.threshold:g} **not reached** "
+                         f"within {args.steps:,} steps{budget}.")
+        else:
+            lines.append(f"- seed {curve.seed}: eval mean {point.result['mean']:.1f} >= "
+                         f"{args.threshold:g} at {point.step:,} steps after "
+                         f"{point.train_s / 60:.1f} min of training.")
+    passed = sum(point is not None for point in met)
+    lines += ["", f"**{passed} of {len(curves)} seeds met the threshold.**"]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, task: str, body: str) -> None:
+    begin, end = f"<!-- learn:{task} -->", f"<!-- /learn:{task} -->"
+    text = path.read_text() if path.exists() else ""
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.every < 1 or args.steps < 1:
+        raise SystemExit("error: --steps and --every must be positive")
+    curves = [run_seed(args, seed) for seed in args.seeds]
+    body = markdown(args, curves)
+    if args.write:
+        write_section(args.write, args.task, body)
+    print(body, file=sys.stderr)
+    met = [c.reached(args.threshold, args.minutes) for c in curves]
+    return 0 if all(point is not None for point in met) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

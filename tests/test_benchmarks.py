@@ -1,0 +1,68 @@
+"""The benchmark scripts run and report what RESULTS.md is built from (their timings are not
+checked here: speed is measured in benchmarks/, never in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_bench_update_reports_flops_and_peak_fraction() -> None:
+    result = script("bench_update.py", "--preset", "debug", "--updates", "1", "--json",
+                    "--set", "world_model.deter=64")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["overrides"] == ["world_model.deter=64"]
+    assert report["ms_per_update"] > 0 and report["updates_per_s"] > 0
+    # FLOPs of one update: the matrix products of a debug model on a 2 x 8 batch, forward and
+    # backward, are tens of MFLOPs, not zero and not absurd.
+    assert 1e6 < report["gflop_per_update"] * 1e9 < 1e11
+    assert report["peak_gflop_s_fp32"] > 0 and report["peak_gflop_s_bf16"] > 0
+    expected = report["gflop_per_update"] * report["updates_per_s"]
+    assert abs(report["achieved_gflop_s"] / expected - 1) < 1e-6
+    assert 0 < report["peak_fraction"] < 1.5
+
+
+def test_learn_writes_curves_and_threshold_verdicts(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmarks\n\nkept text\n")
+    args = ["gym_CartPole-v1", "--preset", "debug", "--steps", "40", "--every", "20",
+            "--seeds", "0", "--episodes", "2", "--logdir", str(tmp_path / "logs"),
+            "--write", str(results)]
+    # Threshold 0: every CartPole episode scores at least 1, so it is met at the first point.
+    met = script("learn.py", *args, "--threshold", "0")
+    assert met.returncode == 0, met.stderr
+    points = [json.loads(line) for line in met.stdout.splitlines()]
+    assert [p["step"] for p in points] == [20, 40]
+    assert all(p["mean"] >= 1 and p["train_s"] > 0 for p in points)
+    # The second segment resumed the first run: one run directory.
+    assert len({p["run_dir"] for p in points}) == 1
+    text = results.read_text()
+    assert text.startswith("# Benchmarks\n\nkept text\n")
+    assert "<!-- learn:gym_CartPole-v1 -->" in text and "**1 of 1 seeds met" in text
+    # An unreachable threshold: exit 1, the section is replaced, not appended twice.
+    missed = script("learn.py", *args, "--threshold", "1000")
+    assert missed.returncode == 1, missed.stderr
+    text = results.read_text()
+    assert text.count("<!-- learn:gym_CartPole-v1 -->") == 1
+    assert "**not reached**" in text and "**0 of 1 seeds met" in text
+
+
+def test_bench_collect_reports_fps_and_policy_share_per_worker_count() -> None:
+    result = script("bench_collect.py", "gym_CartPole-v1", "--workers", "1", "2", "--steps",
+                    "20", "--preset", "debug", "--json")
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["workers"] for r in reports] == [1, 2]
+    for report in reports:
+        assert report["env_frames_per_s"] > report["frames_per_s_with_policy"] > 0
+        assert 0 < report["policy_share"] < 1
