@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dreamerctl.agent.behavior import Behavior, actor_loss, critic_loss, imagine
+from dreamerctl.agent.behavior import (
+    Behavior,
+    actor_loss,
+    critic_loss,
+    imagine,
+    replay_value_loss,
+)
 from dreamerctl.agent.optim import Optimizer, frozen
 from dreamerctl.agent.rssm import State
 from dreamerctl.agent.world_model import WorldModel
@@ -26,7 +32,7 @@ from dreamerctl.envs.base import ActSpace, Space
 log = logging.getLogger("dreamerctl.agent")
 
 Metrics = dict[str, Tensor]
-TRAIN_KEYS = ("action", "reward", "is_first", "is_terminal")
+TRAIN_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 OPENLOOP_SEQUENCES = 6
 
 
@@ -166,7 +172,7 @@ class Agent(nn.Module):
         metrics = {f"train/loss/{key}": loss.detach().mean() for key, loss in losses.items()}
         metrics["train/grad_norm/world_model"] = norm
         metrics["train/nonfinite"] = self._skipped("world_model", skipped)
-        starts = posterior_starts(post, data["is_terminal"])
+        starts = posterior_starts(post, data)
         self._debug_shapes("world model", action=data["action"], h=starts["h"], z=starts["z"])
         return metrics, starts
 
@@ -190,8 +196,19 @@ class Agent(nn.Module):
             with self.autocast():
                 a_loss, entropy = actor_loss(behavior, traj)
             a_norm, a_skipped = self.optimizers["actor"].step(a_loss)
+        metrics: Metrics = {}
         with self.autocast():
             c_loss = critic_loss(behavior, traj)
+            if behavior.ac.replay_value > 0 and "reward" in starts and starts["h"].dim() == 3:
+                # Starts are whole (B, T) replay sequences (imag_starts = "all"): the critic
+                # also learns from them, bootstrapped with the returns just imagined.
+                lead = starts["h"].shape[:2]
+                replay = {"feat": self.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}),
+                          "reward": starts["reward"], "cont": starts["cont"],
+                          "last": starts["last"]}
+                r_loss = replay_value_loss(behavior, replay, traj.ret[0].reshape(lead))
+                metrics["train/loss/critic_replay"] = r_loss.detach()
+                c_loss = c_loss + behavior.ac.replay_value * r_loss
         c_norm, c_skipped = self.optimizers["critic"].step(c_loss)
         behavior.update_slow_critic()
         self.counters["actor_critic_updates"] += 1
@@ -200,6 +217,7 @@ class Agent(nn.Module):
                            returns=traj.ret)
         skipped = self._skipped("actor", a_skipped) + self._skipped("critic", c_skipped)
         return {
+            **metrics,
             "train/loss/actor": a_loss.detach(), "train/loss/critic": c_loss.detach(),
             "train/actor_entropy": entropy.detach(),
             "train/retnorm/low": behavior.retnorm.low.clone(),
@@ -222,7 +240,7 @@ class Agent(nn.Module):
         data = self.tensors(batch, (*self.wm.keys, *TRAIN_KEYS))
         with self.autocast():
             post, _ = self.wm.observe(data)
-        return posterior_starts(post, data["is_terminal"])
+        return posterior_starts(post, data)
 
     # ----------------------------------------------------------------------------- reports
     @torch.no_grad()
@@ -267,11 +285,13 @@ class Agent(nn.Module):
             {key: int(value) for key, value in state.get("nonfinite_runs", {}).items()})
 
 
-def posterior_starts(post: State, is_terminal: Tensor) -> dict[str, Tensor]:
-    """Detached start states from a posterior: h (B, T, D) float32, z (B, T, K, C), and
-    cont (B, T) = 1 - is_terminal, the start's own continuation."""
+def posterior_starts(post: State, data: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached start states from a posterior: h (B, T, D) float32, z (B, T, K, C),
+    cont (B, T) = 1 - is_terminal, the start's own continuation, and the sequence's reward and
+    last = is_last (B, T) for the critic's replay loss."""
     return {"h": post["h"].detach().float(), "z": post["z"].detach().float(),
-            "cont": 1.0 - is_terminal.float()}
+            "cont": 1.0 - data["is_terminal"].float(), "reward": data["reward"].float(),
+            "last": data["is_last"].float()}
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

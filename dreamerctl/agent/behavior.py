@@ -13,7 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from dreamerctl.agent.distributions import BoundedNormal, Dist, OneHotCategorical, TwoHot
-from dreamerctl.agent.maths import ReturnNormaliser, discount_weights, lambda_return, twohot_bins
+from dreamerctl.agent.maths import (
+    ReturnNormaliser,
+    discount_weights,
+    lambda_return,
+    replay_lambda_return,
+    twohot_bins,
+)
 from dreamerctl.agent.nets import Head
 from dreamerctl.agent.rssm import State
 from dreamerctl.agent.world_model import WorldModel
@@ -129,3 +135,25 @@ def critic_loss(behavior: Behavior, traj: Trajectory) -> Tensor:
         slow = behavior.slow_value(feat).mean()
     loss = dist.loss(traj.ret.detach()) + behavior.ac.slow_reg * dist.loss(slow)
     return (loss * traj.weight).mean()
+
+
+def replay_value_loss(behavior: Behavior, replay: dict[str, Tensor], boot: Tensor) -> Tensor:
+    """The critic's loss on the replay sequences its imagination started from (the 2024
+    DreamerV3 code's `repval`), scalar.
+
+    replay: feat (B, T, F) of the posterior, reward, cont = 1 - is_terminal and last = is_last
+    (B, T); boot (B, T): the imagined lambda-return from each of those states. Targets are
+    lambda-returns along the real sequence (real rewards and terminations, bootstrapped with
+    `boot`), so values learn what happened in the data over up to T steps rather than only the
+    15 imagined ones. Two-hot cross-entropy plus slow_reg x toward the slow critic, at steps
+    0..T-2 that are not an episode's last step.
+    """
+    feat = replay["feat"][:, :-1].detach()
+    with torch.no_grad():
+        ret = replay_lambda_return(replay["reward"], replay["cont"], replay["last"],
+                                   boot.detach(), behavior.discount, behavior.ac.lam)
+        slow = behavior.slow_value(feat).mean()
+    dist = behavior.value(feat)
+    loss = dist.loss(ret) + behavior.ac.slow_reg * dist.loss(slow)
+    weight = 1.0 - replay["last"][:, :-1]
+    return (loss * weight).mean()

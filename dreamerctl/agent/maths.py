@@ -75,6 +75,27 @@ def lambda_return(reward: Tensor, cont: Tensor, value: Tensor, discount: float,
     return torch.stack(out[:0:-1])
 
 
+def replay_lambda_return(reward: Tensor, cont: Tensor, last: Tensor, boot: Tensor,
+                         discount: float, lam: float) -> Tensor:
+    """TD(lambda) returns along replay sequences, batch-major (B, T) in, (B, T - 1) out (the
+    2024 DreamerV3 code's replay value targets).
+
+    reward[:, t], cont[:, t] = 1 - is_terminal and last[:, t] = is_last come with observation t;
+    boot[:, t] is the value estimate of state t (the imagined return from it).
+    R_t = r_{t+1} + gamma c_{t+1} ((1 - l_{t+1}) boot_{t+1} + l_{t+1} R_{t+1}) with
+    l_{t+1} = lam (1 - last_{t+1}): an episode's last step bootstraps fully (or not at all when
+    terminal), and R_{T-1} = boot_{T-1}. Steps that are themselves `last` cross into the next
+    episode; callers mask them.
+    """
+    live = discount * cont[:, 1:]
+    mix = lam * (1.0 - last[:, 1:])
+    interm = reward[:, 1:] + live * (1.0 - mix) * boot[:, 1:]
+    out = [boot[:, -1]]
+    for t in reversed(range(live.shape[1])):
+        out.append(interm[:, t] + live[:, t] * mix[:, t] * out[-1])
+    return torch.stack(out[:0:-1], 1)
+
+
 def discount_weights(cont: Tensor, discount: float) -> Tensor:
     """Loss weights (H, N) for t = 0..H-1 from continuations c_0..c_H (H+1, N), no gradient.
 

@@ -102,6 +102,10 @@ class ActorCriticConfig(Section):
     unimix: float = Field(ge=0, lt=1)
     slow_critic_rate: float = Field(gt=0, le=1)
     slow_reg: float = Field(ge=0)
+    replay_value: float = Field(
+        ge=0, description="Scale of the critic's loss on replay sequences (0: off, the 2023 "
+        "recipe; 0.3 in the 2024 code)."
+    )
     retnorm_decay: float = Field(ge=0, lt=1)
     retnorm_low: float = Field(ge=0, le=1)
     retnorm_high: float = Field(ge=0, le=1)

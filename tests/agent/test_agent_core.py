@@ -81,14 +81,17 @@ def test_updates_and_acting(make_agent: MakeAgent, make_batch: MakeBatch, obs: s
 
 
 @pytest.mark.parametrize("discrete", [True, False])
+@pytest.mark.parametrize("replay_value", [0.0, 0.3])
 @pytest.mark.parametrize("imag_starts", IMAG_STARTS)
 @pytest.mark.parametrize("loop", LOOPS)
 def test_actor_critic_never_touches_the_world_model(make_agent: MakeAgent, make_batch: MakeBatch,
                                                     loop: str, imag_starts: str,
-                                                    discrete: bool) -> None:
+                                                    discrete: bool, replay_value: float) -> None:
     """Bitwise: no world-model parameter changes and none gets a gradient, also when the actor's
-    gradient flows through the imagined dynamics (continuous actions)."""
-    agent = make_agent("both", discrete)
+    gradient flows through the imagined dynamics (continuous actions) and when the critic also
+    learns on the replay sequences."""
+    agent = make_agent("both", discrete,
+                       overrides=(f"actor_critic.replay_value={replay_value}",))
     batch = make_batch(agent)
     run_updates(agent, lambda: batch, 1, loop, imag_starts)  # optimiser states exist
     if loop == "coupled":
@@ -106,6 +109,9 @@ def test_actor_critic_never_touches_the_world_model(make_agent: MakeAgent, make_
     assert metrics["train/grad_norm/actor"] > 0 and metrics["train/nonfinite"] == 0
     assert not same(snapshot(agent.behavior.actor), actor)
     assert not same(snapshot(agent.behavior.critic), critic)
+    # The replay loss needs whole sequences of starts: only with imag_starts = "all".
+    has_replay_loss = replay_value > 0 and imag_starts == "all"
+    assert ("train/loss/critic_replay" in metrics) == has_replay_loss
 
 
 def test_start_shapes(make_agent: MakeAgent, make_batch: MakeBatch) -> None:
@@ -286,3 +292,19 @@ def test_imagined_continuation_is_the_head_probability_or_mode(make_agent: MakeA
     # weight_t = prod_{i<=t} gamma c_i, starting from the start state's own continuation
     assert traj.weight.shape == traj.cont.shape
     assert bool((traj.weight[1:] <= traj.weight[:-1] + 1e-6).all())
+
+
+def test_replay_value_loss_ignores_each_episodes_last_step(make_agent: MakeAgent,
+                                                           make_batch: MakeBatch) -> None:
+    """The target at an episode's last step crosses into the next episode: weight 0 there."""
+    from dreamerctl.agent.behavior import replay_value_loss
+
+    agent = make_agent("vector")
+    starts = agent.encode_starts(make_batch(agent, batch=2, length=6))
+    feat = agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]})
+    replay = {"feat": feat, "reward": starts["reward"], "cont": starts["cont"],
+              "last": torch.ones_like(starts["last"])}
+    boot = torch.zeros(2, 6)
+    assert replay_value_loss(agent.behavior, replay, boot).item() == 0.0
+    replay["last"] = torch.zeros_like(starts["last"])
+    assert replay_value_loss(agent.behavior, replay, boot).item() > 0.0

@@ -20,6 +20,7 @@ from dreamerctl.agent.maths import (
     free_bits,
     kl_losses,
     lambda_return,
+    replay_lambda_return,
     symexp,
     symlog,
     twohot_bins,
@@ -101,6 +102,24 @@ def test_lambda_return_matches_a_python_loop() -> None:
             following = reward[t, i].item() + gamma * cont[t, i].item() * (
                 (1 - lam) * next_value + lam * following)
             assert math.isclose(ret[t, i].item(), following, rel_tol=1e-5, abs_tol=1e-5)
+
+
+def test_replay_lambda_return_by_hand() -> None:
+    """Batch-major (B, T) = (3, 4), gamma 0.9, lambda 0.8, boot = 10, 20, 30, 40. Rows: no
+    episode end; a termination at t = 2; a time-limit end (last, not terminal) at t = 2."""
+    reward = torch.tensor([[0.0, 1.0, 2.0, 3.0]] * 3)  # r_t comes with observation t
+    cont = torch.tensor([[1.0, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]])
+    last = torch.tensor([[0.0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
+    boot = torch.tensor([[10.0, 20, 30, 40]] * 3)
+    ret = replay_lambda_return(reward, cont, last, boot, discount=0.9, lam=0.8)
+    # Row 0: R_2 = 3 + 0.9 * 40 = 39; R_1 = 2 + 0.9 (0.2 * 30 + 0.8 * 39) = 35.48;
+    #        R_0 = 1 + 0.9 (0.2 * 20 + 0.8 * 35.48) = 30.1456.
+    # Row 1: R_1 = 2 (terminal next); R_0 = 1 + 0.9 (0.2 * 20 + 0.8 * 2) = 6.04.
+    # Row 2: R_1 = 2 + 0.9 * 30 = 29 (full bootstrap at the truncation);
+    #        R_0 = 1 + 0.9 (0.2 * 20 + 0.8 * 29) = 25.48.
+    # R_2 crosses into the next episode in rows 1 and 2 (callers mask it): 39 like row 0.
+    expected = torch.tensor([[30.1456, 35.48, 39.0], [6.04, 2.0, 39.0], [25.48, 29.0, 39.0]])
+    assert torch.allclose(ret, expected)
 
 
 def test_discount_weights() -> None:
