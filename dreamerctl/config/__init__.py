@@ -7,6 +7,7 @@ from dreamerctl.config.loader import (
     dump_config,
     preset_dir,
     preset_names,
+    saved_config,
     validate,
 )
 from dreamerctl.config.schema import (
@@ -31,5 +32,6 @@ __all__ = [
     "dump_config",
     "preset_dir",
     "preset_names",
+    "saved_config",
     "validate",
 ]

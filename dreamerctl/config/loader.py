@@ -6,6 +6,7 @@ preset file (or --set) that gave it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import tomllib
 from importlib import resources
@@ -150,6 +151,21 @@ def apply_overrides(
         node[keys[-1]] = value
         merge(tree, delta, sources, f"--set {text}")
     return validate(tree, sources)
+
+
+def saved_config(saved: Tree, origin: str,
+                 overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a config that a run saved (a checkpoint's), with `--set` overrides on top.
+
+    Fields added to dreamerctl after it was written take their values from the `default`
+    preset, which keeps a new field's default at the old behaviour; unknown (removed or renamed)
+    fields stay errors that name `origin`."""
+    sources: dict[str, str] = {}
+    tree: Tree = {}
+    default = resolve_preset("default")
+    merge(tree, read_toml(default), sources, f"{default}, for a field newer than {origin}")
+    merge(tree, copy.deepcopy(saved), sources, origin)
+    return apply_overrides(tree, overrides, sources)
 
 
 def validate(tree: Tree, sources: dict[str, str] | None = None) -> Config:

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamerctl.config import Config, EnvConfig
-from dreamerctl.config.loader import validate
+from dreamerctl.config import Config, EnvConfig, saved_config
 from dreamerctl.envs.base import ActSpace, Space
 from dreamerctl.errors import DreamerError, RunError, UsageError
 from dreamerctl.run import rundir
@@ -31,7 +30,7 @@ class Loaded:
 
 def checkpoint_config(path: Path, data: dict[str, Any]) -> Config:
     try:
-        return validate(dict(data["config"]))
+        return saved_config(data["config"], str(path))
     except DreamerError as e:
         raise RunError(f"checkpoint {path} has a config this dreamerctl cannot read: {e}") from None
 

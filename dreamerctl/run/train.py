@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamerctl.config import Config, apply_overrides, build_config, config_to_dict, dump_config
+from dreamerctl.config import Config, build_config, config_to_dict, dump_config, saved_config
 from dreamerctl.errors import Interrupted, RunError, UsageError, shared
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import (
@@ -87,8 +87,7 @@ def prepare(task: str, presets: list[str], overrides: list[str], logdir: Path,
     data = load_checkpoint(path)
     if data["task"] != task:
         raise UsageError(f"checkpoint {path} is for task {data['task']}, not {task}")
-    sources = {key: str(path) for key in data["config"]}
-    config = apply_overrides(dict(data["config"]), overrides, sources)
+    config = saved_config(data["config"], str(path), overrides)
     check_writable(path.parent)
     return config, path.parent, data
 

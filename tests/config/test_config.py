@@ -159,3 +159,20 @@ def test_size_presets_are_complete_over_the_cpu_sized_gym_preset() -> None:
         over_atari = build_config("atari_pong", [size])
         assert over_gym.world_model == over_atari.world_model
         assert over_gym.actor_critic == over_atari.actor_critic
+
+
+def test_saved_config_fills_fields_newer_than_the_run(tmp_path: Path) -> None:
+    """A checkpoint written before a field existed still loads (the field takes the default
+    preset's value, the old behaviour); a field this version does not know is still an error."""
+    from dreamerctl.config import config_to_dict, saved_config
+
+    tree = config_to_dict(build_config("gym_CartPole-v1", ["debug"]))
+    del tree["actor_critic"]["replay_value"]
+    tree["world_model"]["deter"] = 48
+    config = saved_config(tree, "old/checkpoint.pt", ["run.seed=3"])
+    assert config.actor_critic.replay_value == 0.0
+    assert config.world_model.deter == 48 and config.run.seed == 3
+    tree["actor_critic"]["retired_knob"] = 1
+    with pytest.raises(UsageError, match=r"unknown field 'actor_critic.retired_knob' \(from "
+                                         r"old/checkpoint.pt\)"):
+        saved_config(tree, "old/checkpoint.pt")
