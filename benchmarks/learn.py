@@ -24,6 +24,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,22 +69,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logdir", type=Path, default=Path("learn_logs"))
     parser.add_argument("--stop-at-threshold", action="store_true",
                         help="stop a seed once its eval mean reaches the threshold")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="seeds trained at once, each with cores / parallel torch threads "
+                             "(OMP_NUM_THREADS), so that they do not slow each other down")
+    parser.add_argument("--from-jsonl", type=Path, nargs="+", metavar="FILE",
+                        help="do not train: rebuild the curves from the JSON lines earlier runs "
+                             "printed (e.g. seeds run separately), then write as usual")
     parser.add_argument("--write", type=Path, help="markdown file whose section to replace")
     parser.add_argument("--note", default="", help="a line written under the section title")
     return parser.parse_args(argv)
 
 
-def dreamerctl(*args: str) -> str:
-    """Run the CLI; stdout on success, SystemExit with its stderr tail otherwise."""
+def dreamerctl(*args: str, threads: int = 0) -> str:
+    """Run the CLI (with `threads` OpenMP threads if > 0); stdout on success, SystemExit with its
+    stderr tail otherwise."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads > 0 else None
     result = subprocess.run([sys.executable, "-m", "dreamerctl", *args],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.splitlines()[-5:])
         raise SystemExit(f"dreamerctl {' '.join(args)} exited {result.returncode}:\n{tail}")
     return result.stdout
 
 
-def run_seed(args: argparse.Namespace, seed: int) -> Curve:
+def run_seed(args: argparse.Namespace, seed: int, threads: int = 0) -> Curve:
     curve = Curve(seed)
     train_s = 0.0
     step = 0
@@ -99,13 +108,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> Curve:
             for override in args.set:
                 cmd += ["--set", override]
         start = time.monotonic()
-        out = dreamerctl(*cmd)
+        out = dreamerctl(*cmd, threads=threads)
         train_s += time.monotonic() - start
         curve.run_dir = out.strip().splitlines()[-1]
         start = time.monotonic()
         result = json.loads(dreamerctl("eval", "--checkpoint", curve.run_dir, "--episodes",
                                        str(args.episodes), "--seed", str(1000 + seed),
-                                       "--mode", args.mode, "--json"))
+                                       "--mode", args.mode, "--json", threads=threads))
         point = Point(step, int(result.get("frames", step)), train_s, time.monotonic() - start,
                       result)
         curve.points.append(point)
@@ -117,6 +126,25 @@ def run_seed(args: argparse.Namespace, seed: int) -> Curve:
         if args.stop_at_threshold and result["mean"] >= args.threshold:
             break
     return curve
+
+
+def load_curves(files: list[Path], task: str) -> list[Curve]:
+    """Curves from the JSON lines of earlier runs of this script, one per seed (later lines of
+    a seed at a step already seen replace the earlier ones), ordered by seed."""
+    curves: dict[int, dict[int, Point]] = {}
+    run_dirs: dict[int, str] = {}
+    for file in files:
+        for line in file.read_text().splitlines():
+            row = json.loads(line)
+            if row["task"] != task:
+                continue
+            result = {"mean": row["mean"], "ci95_low": row["ci95"][0],
+                      "ci95_high": row["ci95"][1]}
+            curves.setdefault(row["seed"], {})[row["step"]] = Point(
+                row["step"], row["step"], row["train_s"], row["eval_s"], result)
+            run_dirs[row["seed"]] = row["run_dir"]
+    return [Curve(seed, run_dirs[seed], [points[k] for k in sorted(points)])
+            for seed, points in sorted(curves.items())]
 
 
 def machine() -> str:
@@ -139,11 +167,16 @@ def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
     lines = [f"### `{args.task}`", ""]
     if args.note:
         lines += [args.note, ""]
+    threads = (f" Seeds ran {args.parallel} at a time, each with "
+               f"{max(1, (os.cpu_count() or 1) // args.parallel)} thread(s)."
+               if args.parallel > 1 else "")
     lines += [
-        f"Machine: {machine()}. Command: `python benchmarks/learn.py {args.task} --steps "
+        f"Machine: {machine()}.{threads} Command: `python benchmarks/learn.py {args.task} --steps "
         f"{args.steps} --every {args.every} --seeds {' '.join(map(str, args.seeds))} "
         f"--threshold {args.threshold:g}"
         + (f" --minutes {args.minutes:g}" if args.minutes != float("inf") else "")
+        + (f" --parallel {args.parallel}" if args.parallel > 1 else "")
+        + (" --stop-at-threshold" if args.stop_at_threshold else "")
         + (f" {extra}" if extra else "") + "`, i.e. `dreamerctl train "
         f"{args.task} --steps N --seed S{(' ' + extra) if extra else ''}` resumed every "
         f"{args.every} steps and `dreamerctl eval --episodes {args.episodes} --mode {args.mode}` "
@@ -198,7 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.every < 1 or args.steps < 1:
         raise SystemExit("error: --steps and --every must be positive")
-    curves = [run_seed(args, seed) for seed in args.seeds]
+    if args.parallel < 1:
+        raise SystemExit("error: --parallel must be at least 1")
+    if args.from_jsonl:
+        curves = load_curves(args.from_jsonl, args.task)
+        args.seeds = [curve.seed for curve in curves]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else 0
+        with ThreadPoolExecutor(args.parallel) as pool:
+            curves = list(pool.map(lambda seed: run_seed(args, seed, threads), args.seeds))
     body = markdown(args, curves)
     if args.write:
         write_section(args.write, args.task, body)

@@ -49,6 +49,14 @@ def test_learn_writes_curves_and_threshold_verdicts(tmp_path: Path) -> None:
     text = results.read_text()
     assert text.startswith("# Benchmarks\n\nkept text\n")
     assert "<!-- learn:gym_CartPole-v1 -->" in text and "**1 of 1 seeds met" in text
+    # The same section, rebuilt from the printed JSON lines without training.
+    lines = tmp_path / "points.jsonl"
+    lines.write_text(met.stdout)
+    rebuilt = tmp_path / "REBUILT.md"
+    again = script("learn.py", "gym_CartPole-v1", "--steps", "40", "--every", "20",
+                   "--threshold", "0", "--from-jsonl", str(lines), "--write", str(rebuilt))
+    assert again.returncode == 0, again.stderr
+    assert "**1 of 1 seeds met" in rebuilt.read_text()
     # An unreachable threshold: exit 1, the section is replaced, not appended twice.
     missed = script("learn.py", *args, "--threshold", "1000")
     assert missed.returncode == 1, missed.stderr

@@ -24,6 +24,7 @@ METRICS = {
     "train/retnorm/high", "train/retnorm/scale", "train/grad_norm/world_model",
     "train/grad_norm/actor", "train/grad_norm/critic", "train/imag_return_mean",
     "train/nonfinite",
+    "train/loss/critic_replay",  # the gym preset (under debug) sets actor_critic.replay_value
 }
 
 
