@@ -33,7 +33,6 @@ from typing import Any
 @dataclass
 class Point:
     step: int  # agent steps
-    frames: int  # env frames
     train_s: float  # cumulative training wall time
     eval_s: float
     result: dict[str, Any]
@@ -92,6 +91,12 @@ def dreamerctl(*args: str, threads: int = 0) -> str:
     return result.stdout
 
 
+def seed_threads(args: argparse.Namespace) -> int:
+    """OpenMP threads per seed: the cores shared among --parallel seeds; 0 (the default) for
+    one seed at a time."""
+    return max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else 0
+
+
 def run_seed(args: argparse.Namespace, seed: int, threads: int = 0) -> Curve:
     curve = Curve(seed)
     train_s = 0.0
@@ -115,7 +120,7 @@ def run_seed(args: argparse.Namespace, seed: int, threads: int = 0) -> Curve:
         result = json.loads(dreamerctl("eval", "--checkpoint", curve.run_dir, "--episodes",
                                        str(args.episodes), "--seed", str(1000 + seed),
                                        "--mode", args.mode, "--json", threads=threads))
-        point = Point(step, int(result.get("frames", step)), train_s, time.monotonic() - start,
+        point = Point(step, train_s, time.monotonic() - start,
                       result)
         curve.points.append(point)
         print(json.dumps({"task": args.task, "seed": seed, "step": step,
@@ -141,24 +146,17 @@ def load_curves(files: list[Path], task: str) -> list[Curve]:
             result = {"mean": row["mean"], "ci95_low": row["ci95"][0],
                       "ci95_high": row["ci95"][1]}
             curves.setdefault(row["seed"], {})[row["step"]] = Point(
-                row["step"], row["step"], row["train_s"], row["eval_s"], result)
+                row["step"], row["train_s"], row["eval_s"], result)
             run_dirs[row["seed"]] = row["run_dir"]
     return [Curve(seed, run_dirs[seed], [points[k] for k in sorted(points)])
             for seed, points in sorted(curves.items())]
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
+    from bench_update import cpu_model  # this folder is on sys.path when run as a script
 
-    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
@@ -167,9 +165,8 @@ def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
     lines = [f"### `{args.task}`", ""]
     if args.note:
         lines += [args.note, ""]
-    threads = (f" Seeds ran {args.parallel} at a time, each with "
-               f"{max(1, (os.cpu_count() or 1) // args.parallel)} thread(s)."
-               if args.parallel > 1 else "")
+    threads = (f" Seeds ran {args.parallel} at a time, each with {seed_threads(args)} "
+               "thread(s)." if args.parallel > 1 else "")
     lines += [
         f"Machine: {machine()}.{threads} Command: `python benchmarks/learn.py {args.task} --steps "
         f"{args.steps} --every {args.every} --seeds {' '.join(map(str, args.seeds))} "
@@ -237,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = load_curves(args.from_jsonl, args.task)
         args.seeds = [curve.seed for curve in curves]
     else:
-        threads = max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else 0
+        threads = seed_threads(args)
         with ThreadPoolExecutor(args.parallel) as pool:
             curves = list(pool.map(lambda seed: run_seed(args, seed, threads), args.seeds))
     body = markdown(args, curves)
