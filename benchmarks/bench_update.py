@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train, size = config.train, tuple(config.env.size)
     agent = Agent({"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM),
                   config.world_model, config.actor_critic, train, device=args.device,
-                  precision=args.precision)
+                  precision=args.precision, compile=config.run.compile)
     pool = synthetic_batches(size, train.batch_size, train.batch_length,
                              np.random.default_rng(args.seed))
     counter = iter(range(10**9))
@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def sample() -> dict[str, np.ndarray]:
         return pool[next(counter) % POOL]
 
+    start = time.perf_counter()
     timed_updates(agent, sample, args.warmup, args.loop, args.imag_starts)
+    warmup_s = time.perf_counter() - start  # includes compiling with run.compile
     flops = None if args.no_flops else count_flops(agent, sample, args.loop, args.imag_starts)
     start = time.perf_counter()
     wm_s, ac_s, metrics = timed_updates(agent, sample, args.updates, args.loop, args.imag_starts)
@@ -178,10 +180,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         if agent.device.type == "cuda" else cpu_model()),
         "preset": args.preset, "loop": args.loop, "imag_starts": args.imag_starts,
         "precision": args.precision, "updates": args.updates, "warmup": args.warmup,
+        "warmup_s": warmup_s,
         "batch": [train.batch_size, train.batch_length],
         "params": sum(p.numel() for p in agent.parameters() if p.requires_grad),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "compile": config.run.compile,
         "nonfinite": metrics["train/nonfinite"],
         "overrides": args.set,
     }

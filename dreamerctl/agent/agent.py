@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from dreamerctl.agent.behavior import (
     Behavior,
+    Trajectory,
     actor_loss,
     critic_loss,
     imagine,
@@ -34,6 +36,8 @@ log = logging.getLogger("dreamerctl.agent")
 Metrics = dict[str, Tensor]
 TRAIN_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 OPENLOOP_SEQUENCES = 6
+# run.compile: torch.compile modes for the loss computations ("off": eager).
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
@@ -67,10 +71,12 @@ def flatten_starts(starts: dict[str, Tensor]) -> State:
 class Agent(nn.Module):
     def __init__(self, obs_space: dict[str, Space], act_space: ActSpace, wm: WorldModelConfig,
                  ac: ActorCriticConfig, train: TrainConfig, device: torch.device | str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", compile: str = "off") -> None:
         super().__init__()
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
         self.device = resolve_device(device)
         self.precision = precision
         self.act_space = act_space
@@ -91,6 +97,12 @@ class Agent(nn.Module):
         # Consecutive skipped (non-finite) steps of each optimiser.
         self.nonfinite_runs = dict.fromkeys(self.optimizers, 0)
         self._debug_logged: set[str] = set()
+        # The forward and backward passes of the three losses, compiled on first use when
+        # `compile` is not "off" (optimiser steps and the skip decision stay eager).
+        self.compile_mode = compile
+        self._world_model_loss = self._compiled(self._world_model_loss_eager)
+        self._actor_loss = self._compiled(self._actor_loss_eager)
+        self._critic_loss = self._compiled(self._critic_loss_eager)
 
     @property
     def consecutive_nonfinite(self) -> int:
@@ -119,6 +131,20 @@ class Agent(nn.Module):
         self._debug_logged.add(tag)
         shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in tensors.items())
         log.debug("agent %s: %s", tag, shapes)
+
+    def _compiled(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` through torch.compile in `compile_mode` ("reduce-overhead" also replays it as
+        CUDA graphs on a GPU), or `fn` itself when compiling is off."""
+        if self.compile_mode == "off":
+            return fn
+        mode = None if self.compile_mode == "default" else self.compile_mode
+        return torch.compile(fn, mode=mode, dynamic=False)
+
+    def _mark_step(self) -> None:
+        """Tell CUDA-graph replays that a new update begins: the previous update's outputs may
+        be overwritten (each update is done with them before the next one starts)."""
+        if self.compile_mode == "reduce-overhead" and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def _skipped(self, name: str, skipped: bool) -> Tensor:
         self.nonfinite_runs[name] = self.nonfinite_runs[name] + 1 if skipped else 0
@@ -164,9 +190,8 @@ class Agent(nn.Module):
     def update_world_model(self, batch: dict[str, Any]) -> tuple[Metrics, dict[str, Tensor]]:
         """`train_world_model` with metrics left as tensors (no host sync for them)."""
         data = self.tensors(batch, (*self.wm.keys, *TRAIN_KEYS))
-        with self.autocast():
-            losses, post = self.wm.loss(data)
-            total = self.wm.total(losses)
+        self._mark_step()
+        losses, total, post = self._world_model_loss(data)
         norm, skipped = self.optimizers["world_model"].step(total)
         self.counters["world_model_updates"] += 1
         metrics = {f"train/loss/{key}": loss.detach().mean() for key, loss in losses.items()}
@@ -190,25 +215,12 @@ class Agent(nn.Module):
         # The world model (and the critic, for the actor's loss) only carries gradients
         # through: none of its parameters can change or even get a gradient here.
         with frozen(self.wm, behavior.critic):
-            needs_grad = behavior.grad == "dynamics"
-            with self.autocast(), torch.set_grad_enabled(needs_grad):
-                traj = imagine(self.wm, behavior, flat, self.horizon)
-            with self.autocast():
-                a_loss, entropy = actor_loss(behavior, traj)
+            traj, a_loss, entropy = self._actor_loss(flat)
             a_norm, a_skipped = self.optimizers["actor"].step(a_loss)
         metrics: Metrics = {}
-        with self.autocast():
-            c_loss = critic_loss(behavior, traj)
-            if behavior.ac.replay_value > 0 and "reward" in starts and starts["h"].dim() == 3:
-                # Starts are whole (B, T) replay sequences (imag_starts = "all"): the critic
-                # also learns from them, bootstrapped with the returns just imagined.
-                lead = starts["h"].shape[:2]
-                replay = {"feat": self.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}),
-                          "reward": starts["reward"], "cont": starts["cont"],
-                          "last": starts["last"]}
-                r_loss = replay_value_loss(behavior, replay, traj.ret[0].reshape(lead))
-                metrics["train/loss/critic_replay"] = r_loss.detach()
-                c_loss = c_loss + behavior.ac.replay_value * r_loss
+        c_loss, r_loss = self._critic_loss(traj, starts)
+        if r_loss is not None:
+            metrics["train/loss/critic_replay"] = r_loss.detach()
         c_norm, c_skipped = self.optimizers["critic"].step(c_loss)
         behavior.update_slow_critic()
         self.counters["actor_critic_updates"] += 1
@@ -227,6 +239,37 @@ class Agent(nn.Module):
             "train/imag_return_mean": traj.ret.detach().mean(),
             "train/nonfinite": skipped,
         }
+
+    # The loss computations, each one region for torch.compile.
+    def _world_model_loss_eager(self, data: dict[str, Tensor]
+                                ) -> tuple[dict[str, Tensor], Tensor, State]:
+        with self.autocast():
+            losses, post = self.wm.loss(data)
+            return losses, self.wm.total(losses), post
+
+    def _actor_loss_eager(self, flat: State) -> tuple[Trajectory, Tensor, Tensor]:
+        behavior = self.behavior
+        with self.autocast():
+            with torch.set_grad_enabled(behavior.grad == "dynamics"):
+                traj = imagine(self.wm, behavior, flat, self.horizon)
+            a_loss, entropy = actor_loss(behavior, traj)
+        return traj, a_loss, entropy
+
+    def _critic_loss_eager(self, traj: Trajectory, starts: dict[str, Tensor]
+                           ) -> tuple[Tensor, Tensor | None]:
+        behavior = self.behavior
+        with self.autocast():
+            c_loss = critic_loss(behavior, traj)
+            if behavior.ac.replay_value > 0 and "reward" in starts and starts["h"].dim() == 3:
+                # Starts are whole (B, T) replay sequences (imag_starts = "all"): the critic
+                # also learns from them, bootstrapped with the returns just imagined.
+                lead = starts["h"].shape[:2]
+                replay = {"feat": self.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}),
+                          "reward": starts["reward"], "cont": starts["cont"],
+                          "last": starts["last"]}
+                r_loss = replay_value_loss(behavior, replay, traj.ret[0].reshape(lead))
+                return c_loss + behavior.ac.replay_value * r_loss, r_loss
+        return c_loss, None
 
     def train_actor_critic(self, starts: dict[str, Tensor]) -> dict[str, float]:
         """One actor and one critic update imagined from starts: h (..., D), z (..., K, C) and

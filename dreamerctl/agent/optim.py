@@ -19,7 +19,9 @@ class Optimizer:
                  clip: float) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.clip = clip
-        self.adam = torch.optim.Adam(self.params, lr=lr, eps=eps)
+        # Fused: one kernel over all parameters, on the CPU as on a GPU (4x faster than the
+        # foreach implementation on this machine's CPU, benchmarks/RESULTS.md).
+        self.adam = torch.optim.Adam(self.params, lr=lr, eps=eps, fused=True)
 
     def step(self, loss: Tensor) -> tuple[Tensor, bool]:
         """Backpropagate `loss`, average the gradients over data-parallel ranks, clip, step.

@@ -20,6 +20,10 @@ class RunConfig(Section):
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["fp32", "bf16"]
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        description="torch.compile mode for the forward and backward passes of the losses; "
+        "reduce-overhead also replays them as CUDA graphs on a GPU."
+    )
     save_every: float = Field(gt=0, description="Seconds between checkpoints.")
     report_every: int = Field(ge=0, description="Agent steps between open-loop videos.")
     log_every: float = Field(gt=0, description="Seconds between metrics lines.")
@@ -124,6 +128,10 @@ class TrainConfig(Section):
     train_ratio: float = Field(gt=0)
     replay_capacity: int = Field(ge=1, description="Replay capacity in agent steps.")
     replay_chunk: int = Field(ge=1, description="Steps per saved replay chunk.")
+    replay_device: Literal["auto", "cpu", "cuda"] = Field(
+        description="Where the replay lives and batches are gathered; auto: the training GPU "
+        "when the full replay takes at most a third of its memory, else the CPU."
+    )
     max_nonfinite: int = Field(ge=1)
 
 

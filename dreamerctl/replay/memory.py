@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from dreamerctl.errors import RunError
+from dreamerctl.errors import RunError, UsageError
 
 MEMINFO = Path("/proc/meminfo")
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -51,3 +52,29 @@ def check_memory(bytes_needed: int, capacity: int | None = None, meminfo: Path =
         f"{what} needs {format_bytes(bytes_needed)} but the machine has "
         f"{format_bytes(available)} available; lower train.replay_capacity"
     )
+
+
+def place_replay(choice: str, train_device: Any, needed: int, gpu_free: int | None) -> str:
+    """Where the replay lives: "cpu" or the training device (a string such as "cuda:0").
+
+    `choice` is train.replay_device. "auto" puts it on the training GPU when the full replay
+    (`needed` bytes, allocated up front on a GPU) takes at most a third of the GPU's free memory
+    `gpu_free`, so that batches are gathered there without a copy per update; otherwise, and
+    always when training on the CPU, it stays in host memory.
+    """
+    on_gpu = getattr(train_device, "type", str(train_device)) == "cuda"
+    if choice == "cpu" or (choice == "auto" and not on_gpu):
+        return "cpu"
+    if choice == "auto":
+        return str(train_device) if gpu_free is not None and 3 * needed <= gpu_free else "cpu"
+    if choice != "cuda":
+        raise UsageError(f"train.replay_device must be auto, cpu or cuda, got {choice!r}")
+    if not on_gpu:
+        raise UsageError("train.replay_device = cuda needs the model on a GPU (run.device)")
+    if gpu_free is not None and needed > gpu_free:
+        raise RunError(
+            f"the replay needs {format_bytes(needed)} but {train_device} has "
+            f"{format_bytes(gpu_free)} free; lower train.replay_capacity or set "
+            "train.replay_device = cpu"
+        )
+    return str(train_device)

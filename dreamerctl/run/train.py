@@ -56,12 +56,15 @@ def train_from_cli(task: str, presets: list[str], overrides: list[str], logdir: 
     """
     world = join()
     clean = False
+    run_dir = None
     try:
         config, run_dir, data = world.from_main(
             lambda: prepare(task, presets, overrides, logdir, resume))
         Trainer(task, config, run_dir, resume=data, world=world).run()
         clean = True
     except Exception as e:
+        if resume is None and run_dir is not None and world.main:
+            remove_if_empty(run_dir)  # the setup failed before writing anything
         lost = world.explain(e)  # a rank that died before training began
         if lost is None:
             raise
@@ -90,6 +93,15 @@ def prepare(task: str, presets: list[str], overrides: list[str], logdir: Path,
     config = saved_config(data["config"], str(path), overrides)
     check_writable(path.parent)
     return config, path.parent, data
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove a new run directory (and its task folder) that nothing was written to."""
+    for folder in (run_dir, run_dir.parent):
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
 
 
 def check_writable(folder: Path) -> None:
@@ -145,7 +157,7 @@ class Trainer:
 
         from dreamerctl.agent.agent import Agent
         from dreamerctl.envs import ParallelEnvs
-        from dreamerctl.replay import Replay, check_memory, format_bytes
+        from dreamerctl.replay import Replay, check_memory, format_bytes, place_replay
         from dreamerctl.run.device import pick_device
 
         run, env, train = self.config.run, self.config.env, self.config.train
@@ -161,7 +173,7 @@ class Trainer:
         self.envs = ParallelEnvs(self.task, env, env.num_envs, seed=env_seed)
         self.agent = Agent(self.envs.obs_space, self.envs.act_space, self.config.world_model,
                            self.config.actor_critic, train, device=self.device,
-                           precision=run.precision)
+                           precision=run.precision, compile=run.compile)
         if world.distributed:
             world.broadcast_state(self.agent)
             if not world.main:
@@ -172,10 +184,14 @@ class Trainer:
         spaces.update(STEP_SPACES)
         self.replay_keys = [*self.envs.obs_space, *STEP_SPACES]  # what one env step stores
         needed = Replay.bytes_needed(spaces, train.replay_capacity)
-        # The ranks of one node share its memory, each with a replay of its own.
-        check_memory(needed * world.local_size, capacity=train.replay_capacity)
-        log.info("replay: capacity %d steps, %s at full capacity", train.replay_capacity,
-                 format_bytes(needed))
+        gpu_free = (torch.cuda.mem_get_info(self.device)[0]
+                    if self.device.type == "cuda" else None)
+        replay_device = place_replay(train.replay_device, self.device, needed, gpu_free)
+        if replay_device == "cpu":
+            # The ranks of one node share its memory, each with a replay of its own.
+            check_memory(needed * world.local_size, capacity=train.replay_capacity)
+        log.info("replay: capacity %d steps, %s at full capacity, on %s",
+                 train.replay_capacity, format_bytes(needed), replay_device)
         if train.replay_capacity // env.num_envs < train.batch_length:
             raise UsageError(
                 f"train.replay_capacity {train.replay_capacity} is too small for "
@@ -186,7 +202,8 @@ class Trainer:
             self.discard_replay()
         self.replay = Replay(spaces, env.num_envs, train.replay_capacity, train.batch_size,
                              train.batch_length, seed=seed,
-                             directory=world.replay_dir(self.run_dir), chunk=train.replay_chunk)
+                             directory=world.replay_dir(self.run_dir), chunk=train.replay_chunk,
+                             device=replay_device)
         if self.resume is not None:
             self.restore(self.resume, keep_replay)
         if world.main:

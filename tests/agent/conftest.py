@@ -31,18 +31,20 @@ def debug_config(*overrides: str) -> Config:
     return build_config("gym_CartPole-v1", ["debug"], list(overrides))
 
 
+def new_agent(obs: str = "vector", discrete: bool = True, precision: str = "fp32",
+              overrides: tuple[str, ...] = (), seed: int = 0, compile: str = "off") -> Agent:
+    """A debug-size Agent for `obs` ("image", "vector" or "both") with `--set` style overrides,
+    its parameters drawn from `seed`."""
+    torch.manual_seed(seed)
+    config = debug_config(*overrides)
+    return Agent(OBS_KINDS[obs], ActSpace(discrete, ACTIONS), config.world_model,
+                 config.actor_critic, config.train, precision=precision, compile=compile)
+
+
 @pytest.fixture
 def make_agent() -> MakeAgent:
-    """make_agent(obs="vector", discrete=True, precision="fp32", *overrides) -> a debug Agent."""
-
-    def make(obs: str = "vector", discrete: bool = True, precision: str = "fp32",
-             overrides: tuple[str, ...] = (), seed: int = 0) -> Agent:
-        torch.manual_seed(seed)
-        config = debug_config(*overrides)
-        return Agent(OBS_KINDS[obs], ActSpace(discrete, ACTIONS), config.world_model,
-                     config.actor_critic, config.train, precision=precision)
-
-    return make
+    """new_agent, as a fixture."""
+    return new_agent
 
 
 def random_batch(agent: Agent, batch: int = 2, length: int = 8, seed: int = 0,

@@ -41,6 +41,8 @@ ROWS: list[tuple[str, list[str], int, str]] = [
     ("max_nonfinite out of range", [*TRAIN, "--set", "train.max_nonfinite=0"], 2,
      "'train.max_nonfinite'"),
     ("unknown device", [*TRAIN[:-4], "--device", "tpu"], 2, "tpu"),
+    ("replay on a GPU without one", [*TRAIN, "--set", "train.replay_device=cuda"], 2,
+     "train.replay_device = cuda needs the model on a GPU"),
     ("unknown option", [*TRAIN, "--bogus"], 2, "--bogus"),
     ("zero episodes", ["eval", "--checkpoint", "latest", "--episodes", "0"], 2, "--episodes"),
     ("unknown mode", ["eval", "--checkpoint", "{truncated}", "--mode", "wild"], 2, "wild"),
@@ -108,3 +110,5 @@ def test_bad_input(argv: list[str], code: int, fragment: str, files: dict[str, s
     result = dreamerctl(*args, logdir=logdir, cwd=tmp_path)
     assert_single_error(result.returncode, code, result.stderr, fragment.format(**places))
     assert result.stdout == ""
+    # A run that fails to start leaves no (empty) run directory behind.
+    assert list(logdir.iterdir()) == []

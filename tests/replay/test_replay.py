@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamerctl.errors import RunError
-from dreamerctl.replay import Replay, check_memory, format_bytes
+from dreamerctl.errors import RunError, UsageError
+from dreamerctl.replay import Replay, check_memory, format_bytes, place_replay
 
 SPACES = {
     "image": ((8, 8, 3), "uint8"),
@@ -67,6 +67,11 @@ def assert_contiguous(batch: dict[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(batch["action"][..., 1], batch["counter"] + 0.5 * batch["stream"])
 
 
+def sample(replay: Replay) -> dict[str, np.ndarray]:
+    """A batch as numpy arrays (the replay hands out tensors on its device)."""
+    return {key: value.cpu().numpy() for key, value in replay.sample().items()}
+
+
 def chunk_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -74,17 +79,77 @@ def chunk_files(directory: Path) -> list[str]:
 def test_sample_shapes_and_dtypes() -> None:
     replay = make(batch=4, length=6)
     Feeder(1).fill(replay, 20)
-    batch = replay.sample()
+    batch = sample(replay)
     assert set(batch) == set(SPACES)
     for key, (shape, dtype) in SPACES.items():
         assert batch[key].shape == (4, 6, *shape), key
         assert batch[key].dtype == np.dtype(dtype), key
 
 
+def test_sample_hands_out_tensors_on_the_replay_device() -> None:
+    replay = make(batch=4, length=6, device="cpu")
+    Feeder(1).fill(replay, 20)
+    batch = replay.sample()
+    assert all(isinstance(value, torch.Tensor) for value in batch.values())
+    assert {value.device.type for value in batch.values()} == {"cpu"}
+    assert batch["image"].dtype == torch.uint8 and batch["is_first"].dtype == torch.bool
+    assert batch["counter"].dtype == torch.int64 and batch["stream"].dtype == torch.int32
+
+
+def test_add_casts_to_the_stored_dtype() -> None:
+    # Envs hand out float64 rewards and python bools; the rings keep their declared dtypes.
+    replay = make(batch=2, length=3)
+    feeder = Feeder(1)
+    for _ in range(5):
+        step = feeder.step()
+        step["reward"] = step["reward"].astype(np.float64)
+        step["is_first"] = step["is_first"].tolist()
+        replay.add(step)
+        feeder.counter += 1
+    batch = sample(replay)
+    assert batch["reward"].dtype == np.float32 and batch["is_first"].dtype == np.bool_
+    assert_contiguous(batch)
+
+
+def test_device_write_path_stores_what_the_host_path_stores(tmp_path: Path) -> None:
+    # A GPU replay writes steps with torch ops (no numpy view of its memory); run that path on
+    # the CPU by dropping the numpy views, and compare with the usual one.
+    host = make(capacity=60, num_envs=2, batch=16, length=5, directory=tmp_path / "host")
+    device = make(capacity=60, num_envs=2, batch=16, length=5, directory=tmp_path / "device")
+    device._host = {}
+    Feeder(2).fill(host, 47)
+    Feeder(2).fill(device, 47)
+    for key in SPACES:
+        np.testing.assert_array_equal(device._data[key].numpy(), host._data[key].numpy(), key)
+    for _ in range(3):
+        expected, got = sample(host), sample(device)
+        for key in SPACES:
+            np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert_contiguous(got)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_replay_on_cuda_samples_what_the_cpu_replay_samples(tmp_path: Path) -> None:
+    cpu = make(capacity=60, num_envs=2, batch=16, length=5, directory=tmp_path / "cpu")
+    gpu = make(capacity=60, num_envs=2, batch=16, length=5, directory=tmp_path / "gpu",
+               device="cuda")
+    feeders = Feeder(2), Feeder(2)
+    feeders[0].fill(cpu, 50)
+    feeders[1].fill(gpu, 50)
+    for _ in range(3):
+        expected, got = cpu.sample(), gpu.sample()
+        assert {value.device.type for value in got.values()} == {"cuda"}
+        for key in SPACES:
+            np.testing.assert_array_equal(got[key].cpu().numpy(), expected[key].numpy())
+    cpu.flush()
+    gpu.flush()
+    assert chunk_files(tmp_path / "cpu") == chunk_files(tmp_path / "gpu")
+
+
 def test_sequences_are_contiguous_across_episode_boundaries() -> None:
     replay = make(capacity=100, batch=64, length=10)
     Feeder(1).fill(replay, 100)
-    batch = replay.sample()
+    batch = sample(replay)
     assert_contiguous(batch)
     # Episodes are 7 steps long, so every 10-step sequence holds an is_first after its start.
     assert batch["is_first"][:, 1:].any(axis=1).all()
@@ -93,7 +158,7 @@ def test_sequences_are_contiguous_across_episode_boundaries() -> None:
 def test_start_positions_are_uniform() -> None:
     replay = make(capacity=50, batch=41 * 200, length=10)
     Feeder(1).fill(replay, 50)
-    starts = replay.sample()["counter"][:, 0]
+    starts = sample(replay)["counter"][:, 0]
     counts = np.bincount(starts, minlength=50)
     assert counts[41:].sum() == 0  # a start after 40 would run past the newest step
     # 200 expected per start, std ~14: a 5-sigma band.
@@ -107,13 +172,13 @@ def test_wrap_never_straddles_the_write_head() -> None:
         feeder.fill(replay, 3)
         if not replay.ready:
             continue
-        batch = replay.sample()
+        batch = sample(replay)
         assert_contiguous(batch)
         oldest = max(0, feeder.counter - 23)
         assert batch["counter"].min() >= oldest
         assert batch["counter"].max() < feeder.counter
     # After wrapping, both the newest and the oldest full sequence still get sampled.
-    starts = set(replay.sample()["counter"][:, 0].tolist())
+    starts = set(sample(replay)["counter"][:, 0].tolist())
     assert {feeder.counter - 23, feeder.counter - 6} <= starts
     assert len(replay) == 23
 
@@ -121,7 +186,7 @@ def test_wrap_never_straddles_the_write_head() -> None:
 def test_streams_do_not_mix() -> None:
     replay = make(capacity=3 * 20, num_envs=3, batch=300, length=8)
     Feeder(3).fill(replay, 47)  # each 20-step ring wraps twice
-    batch = replay.sample()
+    batch = sample(replay)
     assert_contiguous(batch)
     assert set(batch["stream"][:, 0].tolist()) == {0, 1, 2}
     assert len(replay) == 60
@@ -141,7 +206,7 @@ def test_sampling_before_one_sequence_fails() -> None:
     replay = make(length=5)
     Feeder(1).fill(replay, 4)
     with pytest.raises(RuntimeError, match="no sequence"):
-        replay.sample()
+        sample(replay)
 
 
 def test_capacity_smaller_than_a_sequence_is_rejected() -> None:
@@ -153,7 +218,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     first = make(capacity=2 * 30, num_envs=2, batch=16, length=5, directory=tmp_path, chunk=7)
     feeder = Feeder(2)
     feeder.fill(first, 73)  # wraps each 30-step ring twice
-    first.sample()
+    sample(first)
     first.flush()
     state = first.state_dict()
     # The state survives a weights_only checkpoint, as the runner stores it.
@@ -164,7 +229,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert second.load() == len(first) == 60
     second.load_state_dict(state)
     for _ in range(5):
-        expected, got = first.sample(), second.sample()
+        expected, got = sample(first), sample(second)
         for key in SPACES:
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
     assert_contiguous(got)
@@ -215,7 +280,7 @@ def test_damaged_chunks_are_skipped_with_a_warning(tmp_path: Path) -> None:
     # Steps 10..19 are missing: the step after the gap starts an episode, so no sequence runs
     # from step 9 into step 20 as if they were consecutive.
     resumed.batch_size = 2000
-    batch = resumed.sample()
+    batch = sample(resumed)
     counters = batch["counter"]
     assert not ((counters >= 10) & (counters < 20)).any()
     jumps = np.diff(counters, axis=1) != 1
@@ -240,7 +305,7 @@ def test_overwritten_chunks_are_pruned(tmp_path: Path) -> None:
     resumed = make(capacity=capacity, directory=tmp_path, chunk=chunk)
     assert resumed.load() == capacity
     resumed.batch_size = 500
-    counters = resumed.sample()["counter"]
+    counters = sample(resumed)["counter"]
     assert counters.min() == 230 - capacity and counters.max() == 229
 
 
@@ -248,7 +313,7 @@ def test_load_keeps_only_the_newest_steps_of_a_smaller_ring(tmp_path: Path) -> N
     Feeder(1).fill(make(capacity=100, directory=tmp_path, chunk=10), 50)
     smaller = make(capacity=25, batch=300, directory=tmp_path, chunk=10)
     assert smaller.load() == 25
-    counters = smaller.sample()["counter"]
+    counters = sample(smaller)["counter"]
     assert counters.min() == 25 and counters.max() == 49
     # Chunks wholly older than the kept 25 steps are gone.
     assert chunk_files(tmp_path)[0] == "00-000000000020-10.npz"
@@ -296,3 +361,20 @@ def test_chunk_write_is_atomic(tmp_path: Path) -> None:
     Feeder(1).fill(replay, 5)
     assert chunk_files(tmp_path) == ["00-000000000000-5.npz"]  # no temporary left behind
     assert os.path.getsize(tmp_path / "00-000000000000-5.npz") > 5 * 8 * 8 * 3
+
+
+def test_place_replay() -> None:
+    gpu, gib = torch.device("cuda", 1), 1024**3
+    # Training on the CPU: the replay stays there, whatever auto would like.
+    assert place_replay("auto", torch.device("cpu"), 10, None) == "cpu"
+    assert place_replay("cpu", gpu, 10, 80 * gib) == "cpu"
+    # auto on a GPU: on it while the replay takes at most a third of its free memory.
+    assert place_replay("auto", gpu, 12 * gib, 40 * gib) == "cuda:1"
+    assert place_replay("auto", gpu, 14 * gib, 40 * gib) == "cpu"
+    assert place_replay("cuda", gpu, 14 * gib, 40 * gib) == "cuda:1"
+    with pytest.raises(RunError) as error:
+        place_replay("cuda", gpu, 50 * gib, 40 * gib)
+    assert str(error.value) == ("the replay needs 50.0 GiB but cuda:1 has 40.0 GiB free; lower "
+                                "train.replay_capacity or set train.replay_device = cpu")
+    with pytest.raises(UsageError, match=r"^train.replay_device = cuda needs the model on a GPU"):
+        place_replay("cuda", torch.device("cpu"), 10, None)
