@@ -6,6 +6,10 @@
 Builds the agent from the config of `dmc_vision` with `--preset` layered over it (64x64x3 images,
 a 6-dim continuous action, batch 16 x 64), warms up, then times `--updates` updates the way
 `dreamerctl.agent.loops.run_updates` runs them, world-model and actor-critic phases apart.
+Batches come from a replay of random steps on `--replay-device` (auto: the GPU the model
+trains on, as in training), so the time includes sampling and getting the batch to the model.
+`--set run.compile=reduce-overhead` times the compiled update (compiling happens in the
+warm-up, reported as warmup_s); on a GPU the report adds gpu_peak_mb.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.loops import select_starts, summarise
 from dreamerctl.config.loader import build_config
 from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.replay import Replay, place_replay
 
 ACTION_DIM = 6
-POOL = 2  # distinct synthetic batches, reused in turn
+POOL = 2  # the synthetic replay holds POOL batches' worth of steps
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--replay-device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where batches are sampled from, as train.replay_device")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -50,22 +57,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def synthetic_batches(shape: tuple[int, int], batch: int, length: int,
-                      rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
-    """Random batches shaped like DMC-vision replay samples; episodes start at t = 0."""
-    pool = []
-    for _ in range(POOL):
-        is_first = np.zeros((batch, length), bool)
-        is_first[:, 0] = True
-        pool.append({
-            "image": rng.integers(0, 256, (batch, length, *shape, 3), dtype=np.uint8),
-            "action": rng.uniform(-1, 1, (batch, length, ACTION_DIM)).astype(np.float32),
-            "reward": rng.uniform(0, 1, (batch, length)).astype(np.float32),
-            "is_first": is_first,
-            "is_last": np.zeros((batch, length), bool),
-            "is_terminal": np.zeros((batch, length), bool),
+def synthetic_replay(shape: tuple[int, int], batch: int, length: int, seed: int,
+                     device: str) -> Replay:
+    """A replay on `device` holding POOL * B * T random steps shaped like DMC-vision (episodes of
+    500 steps), sampled the way training samples it: the update's input path is the real one
+    (on a GPU, batches are gathered there)."""
+    rng = np.random.default_rng(seed)
+    spaces = {"image": ((*shape, 3), "uint8"), "action": ((ACTION_DIM,), "float32"),
+              "reward": ((), "float32"), "is_first": ((), "bool"), "is_last": ((), "bool"),
+              "is_terminal": ((), "bool")}
+    steps = POOL * batch * length
+    replay = Replay(spaces, 1, steps, batch, length, seed=seed, device=device)
+    for t in range(steps):
+        replay.add({
+            "image": rng.integers(0, 256, (1, *shape, 3), dtype=np.uint8),
+            "action": rng.uniform(-1, 1, (1, ACTION_DIM)).astype(np.float32),
+            "reward": rng.uniform(0, 1, 1).astype(np.float32),
+            "is_first": np.array([t % 500 == 0]), "is_last": np.array([t % 500 == 499]),
+            "is_terminal": np.zeros(1, bool),
         })
-    return pool
+    return replay
 
 
 def sync(device: torch.device) -> None:
@@ -156,13 +167,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     agent = Agent({"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM),
                   config.world_model, config.actor_critic, train, device=args.device,
                   precision=args.precision, compile=config.run.compile)
-    pool = synthetic_batches(size, train.batch_size, train.batch_length,
-                             np.random.default_rng(args.seed))
-    counter = iter(range(10**9))
-
-    def sample() -> dict[str, np.ndarray]:
-        return pool[next(counter) % POOL]
-
+    replay_device = place_replay(args.replay_device, agent.device, 0, None if agent.device.type
+                                 != "cuda" else torch.cuda.mem_get_info(agent.device)[0])
+    replay = synthetic_replay(size, train.batch_size, train.batch_length, args.seed,
+                              replay_device)
+    sample = replay.sample
+    if agent.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(agent.device)
     start = time.perf_counter()
     timed_updates(agent, sample, args.warmup, args.loop, args.imag_starts)
     warmup_s = time.perf_counter() - start  # includes compiling with run.compile
@@ -183,7 +194,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "warmup_s": warmup_s,
         "batch": [train.batch_size, train.batch_length],
         "params": sum(p.numel() for p in agent.parameters() if p.requires_grad),
+        "replay_device": replay_device,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Everything the process allocated on the GPU: model, optimiser state, activations,
+        # the small replay (the `replay` line of a training log gives a full one's size).
+        "gpu_peak_mb": (torch.cuda.max_memory_allocated(agent.device) / 2**20
+                        if agent.device.type == "cuda" else None),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "compile": config.run.compile,
         "nonfinite": metrics["train/nonfinite"],

@@ -22,6 +22,8 @@ def test_bench_update_reports_flops_and_peak_fraction() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["overrides"] == ["world_model.deter=64"]
+    # Batches came from a replay on the CPU, as a CPU training run samples them.
+    assert report["replay_device"] == "cpu" and report["gpu_peak_mb"] is None
     assert report["ms_per_update"] > 0 and report["updates_per_s"] > 0
     # FLOPs of one update: the matrix products of a debug model on a 2 x 8 batch, forward and
     # backward, are tens of MFLOPs, not zero and not absurd.

@@ -174,6 +174,9 @@ class Trainer:
         self.agent = Agent(self.envs.obs_space, self.envs.act_space, self.config.world_model,
                            self.config.actor_critic, train, device=self.device,
                            precision=run.precision, compile=run.compile)
+        if run.compile != "off" and world.main:
+            log.info("run.compile = %s: the first updates compile the losses, which takes "
+                     "minutes on a CPU", run.compile)
         if world.distributed:
             world.broadcast_state(self.agent)
             if not world.main:
