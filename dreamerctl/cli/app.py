@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -61,20 +63,43 @@ def fail(message: str, code: int, shared: bool = False) -> int:
     return code
 
 
+def terminate_like_ctrl_c() -> None:
+    """SIGTERM (`kill`, a job scheduler, a timeout) interrupts like Ctrl-C: the command unwinds,
+    so a video or GIF being written is removed instead of left as a hidden temporary file, and
+    it exits 130. `train` installs its own handler, which saves a checkpoint first."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (e.g. an embedding app)
+
+    def interrupt(signum: int, frame: object) -> None:
+        Terminated.seen = True
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was, unwinding it like Ctrl-C."""
+
+    seen = False
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (SPEC §6: 0, 1, 2, 130)."""
     if "--debug" in (argv if argv is not None else sys.argv[1:]):
         os.environ["DREAMERCTL_DEBUG"] = "1"
     setup_logging(debug_enabled())
+    terminate_like_ctrl_c()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="dreamerctl")
+        if result == 130:  # typer turns Ctrl-C (and our SIGTERM) into a bare exit code 130
+            return fail("interrupted by SIGTERM" if Terminated.seen else "interrupted", 130)
         return result if isinstance(result, int) else 0
     except DreamerError as e:
         if debug_enabled():
             traceback.print_exc()
         return fail(str(e), e.exit_code, shared=e.shared)
-    except KeyboardInterrupt:
-        return fail("interrupted", 130)
+    except KeyboardInterrupt:  # outside typer's command call
+        return fail("interrupted by SIGTERM" if Terminated.seen else "interrupted", 130)
     except Exception as e:
         # typer's usage errors (bad option, missing argument) carry their own exit code 2.
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):

@@ -1,5 +1,6 @@
 """SIGINT and SIGTERM at random moments of a real `dreamerctl train`: every one ends with exit 130,
 one `error: interrupted ...` line and a checkpoint that loads with weights_only=True and resumes.
+`record` stopped either way removes the video it was writing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import random
 import signal
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.reliability.reliability_tools import (
     CARTPOLE,
@@ -89,3 +92,19 @@ def test_ctrl_c_to_the_process_group_with_env_workers(tmp_path: Path) -> None:
     data = interrupt(tmp_path / "logdir", random.Random(5), [signal.SIGINT], resume=False,
                      group=True, settings=(*SETTINGS, "env.num_envs=2", "env.parallel=true"))
     assert data["config"]["env"]["num_envs"] == 2
+
+
+@pytest.mark.parametrize(("sig", "message"), [(signal.SIGINT, "error: interrupted"),
+                                              (signal.SIGTERM, "error: interrupted by SIGTERM")])
+def test_record_stopped_mid_video_leaves_no_temporary_file(tmp_path: Path, sig: int,
+                                                           message: str) -> None:
+    output = tmp_path / "videos"
+    run = Background("record", "--checkpoint", "none", "--random-agent", "--task", "atari_pong",
+                     "--episodes", "50", "--output", str(output), logdir=tmp_path)
+    # A random Pong episode is ~900 frames: the signal lands while one is being written.
+    run.wait_until(lambda: bool(list(output.glob(".tmp-*.mp4"))), 120, "a video being written")
+    run.proc.send_signal(sig)
+    code = run.finish()
+    line = assert_single_error(code, 130, run.stderr, message)
+    assert line == message
+    assert not [p.name for p in output.iterdir() if p.name.startswith(".tmp-")]
