@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -16,6 +17,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+RATE_LINES = 10  # the plain ETA uses the rate over the last 10 lines (5 min at 30 s apart)
 
 
 def format_fields(fields: dict[str, Any]) -> str:
@@ -39,7 +42,9 @@ class ProgressReporter:
         self.live = enabled and self.console.is_terminal
         self.plain = enabled and not self.live
         self.last_print = 0.0
-        self.start = time.monotonic()
+        # (time, completed) at the last plain lines: the ETA follows the recent rate, so a slow
+        # start (compiling, the first updates after random prefill steps) fades from it.
+        self.samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=RATE_LINES)
         self.bar: Progress | None = None
         self.task_id: Any = None
 
@@ -62,10 +67,12 @@ class ProgressReporter:
         now = time.monotonic()
         if self.plain and (force or now - self.last_print >= self.interval):
             self.last_print = now
-            elapsed = now - self.start
+            then, before = self.samples[0]
+            self.samples.append((now, completed))
             eta = ""
-            if 0 < completed < self.total:
-                eta = f" | eta {format_seconds(elapsed / completed * (self.total - completed))}"
+            if before < completed < self.total and now > then:
+                rate = (completed - before) / (now - then)
+                eta = f" | eta {format_seconds((self.total - completed) / rate)}"
             line = f"{self.description} {completed}/{self.total}"
             sys.stderr.write(f"{line} | {info}{eta}\n" if info else f"{line}{eta}\n")
             sys.stderr.flush()
