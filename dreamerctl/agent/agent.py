@@ -94,8 +94,9 @@ class Agent(nn.Module):
                                 ac.grad_clip),
         }
         self.counters = {"world_model_updates": 0, "actor_critic_updates": 0}
-        # Consecutive skipped (non-finite) steps of each optimiser.
-        self.nonfinite_runs = dict.fromkeys(self.optimizers, 0)
+        # Consecutive skipped (non-finite) steps of each optimiser, counted on the device.
+        self._nonfinite_runs = {name: torch.zeros((), device=self.device)
+                                for name in self.optimizers}
         self._debug_logged: set[str] = set()
         # The forward and backward passes of the three losses, compiled on first use when
         # `compile` is not "off" (optimiser steps and the skip decision stay eager).
@@ -103,6 +104,12 @@ class Agent(nn.Module):
         self._world_model_loss = self._compiled(self._world_model_loss_eager)
         self._actor_loss = self._compiled(self._actor_loss_eager)
         self._critic_loss = self._compiled(self._critic_loss_eager)
+
+    @property
+    def nonfinite_runs(self) -> dict[str, int]:
+        """Consecutive skipped, non-finite steps of each optimiser (reading it syncs)."""
+        runs = torch.stack(list(self._nonfinite_runs.values())).tolist()
+        return {name: int(run) for name, run in zip(self._nonfinite_runs, runs, strict=True)}
 
     @property
     def consecutive_nonfinite(self) -> int:
@@ -146,9 +153,9 @@ class Agent(nn.Module):
         if self.compile_mode == "reduce-overhead" and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
 
-    def _skipped(self, name: str, skipped: bool) -> Tensor:
-        self.nonfinite_runs[name] = self.nonfinite_runs[name] + 1 if skipped else 0
-        return torch.tensor(float(skipped), device=self.device)
+    def _skipped(self, name: str, skipped: Tensor) -> Tensor:
+        self._nonfinite_runs[name] = (self._nonfinite_runs[name] + 1) * skipped
+        return skipped
 
     # ------------------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -324,8 +331,8 @@ class Agent(nn.Module):
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.counters.update({key: int(value) for key, value in state["counters"].items()})
-        self.nonfinite_runs.update(
-            {key: int(value) for key, value in state.get("nonfinite_runs", {}).items()})
+        for key, value in state.get("nonfinite_runs", {}).items():
+            self._nonfinite_runs[key] = torch.tensor(float(value), device=self.device)
 
 
 def posterior_starts(post: State, data: dict[str, Tensor]) -> dict[str, Tensor]:

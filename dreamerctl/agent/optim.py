@@ -23,20 +23,21 @@ class Optimizer:
         # foreach implementation on this machine's CPU, benchmarks/RESULTS.md).
         self.adam = torch.optim.Adam(self.params, lr=lr, eps=eps, fused=True)
 
-    def step(self, loss: Tensor) -> tuple[Tensor, bool]:
+    def step(self, loss: Tensor) -> tuple[Tensor, Tensor]:
         """Backpropagate `loss`, average the gradients over data-parallel ranks, clip, step.
-        Returns the gradient norm before clipping (a tensor, no host sync) and whether the step
-        was skipped as non-finite."""
+        Returns the gradient norm before clipping and 1.0 where the step was skipped as
+        non-finite (0.0 otherwise), both as tensors: no host sync."""
         self.adam.zero_grad(set_to_none=True)
         loss.backward()
         # Under torchrun every rank then holds the same mean gradient, and the loss summed over
         # ranks, so clipping and the skip decision below agree everywhere (issue 9).
         total = average_gradients(self.params, loss)
         norm = nn.utils.clip_grad_norm_(self.params, self.clip)
-        # The one host sync of a step: skipping must be decided before Adam touches its moments.
-        skipped = not bool(torch.isfinite(norm) & torch.isfinite(total))
-        if not skipped:
-            self.adam.step()
+        skipped = (~(torch.isfinite(norm) & torch.isfinite(total))).float()
+        # Fused Adam reads the flag on the device (as under a GradScaler): where it is set, the
+        # parameters, moments and step count stay exactly as they were.
+        self.adam.found_inf = skipped
+        self.adam.step()
         # No gradient stays behind: the next loss (of any module) starts from nothing.
         self.adam.zero_grad(set_to_none=True)
         return norm.detach(), skipped

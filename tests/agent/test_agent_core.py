@@ -3,6 +3,7 @@ trips, per-env policy resets, bf16, non-finite steps, parameter counts."""
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import math
@@ -215,10 +216,17 @@ def test_nonfinite_steps_are_skipped(make_agent: MakeAgent, make_batch: MakeBatc
     run_updates(agent, lambda: good, 1, "coupled", "all")
     bad = dict(good, reward=np.full_like(good["reward"], np.nan))
     before = snapshot(agent.wm)
+    adam = copy.deepcopy(agent.optimizers["world_model"].state_dict()["state"])
     for count in (1, 2):
         metrics, post = agent.train_world_model(bad)
         assert metrics["train/nonfinite"] == 1 and agent.consecutive_nonfinite == count
         assert same(snapshot(agent.wm), before)
+    # Adam's moments and step counts are untouched too (the skip is decided on the device).
+    after = agent.optimizers["world_model"].state_dict()["state"]
+    assert after.keys() == adam.keys()
+    for index, state in adam.items():
+        for key, value in state.items():
+            assert torch.equal(after[index][key], value), (index, key)
     behavior = snapshot(agent.behavior)
     broken = {"h": torch.full_like(post["h"], np.nan), "z": post["z"]}
     assert agent.train_actor_critic(broken)["train/nonfinite"] == 2  # actor and critic
