@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dreamerctl.cli.common import logdir_or_default, out
+
+if TYPE_CHECKING:
+    from dreamerctl.config.loader import Override
 
 
 def train(
@@ -30,9 +34,13 @@ def train(
     """Train a DreamerV3 agent; prints the run directory."""
     from dreamerctl.run.train import train_from_cli
 
-    extra = [f"run.steps={steps}"] if steps is not None else []
-    extra += [f"run.seed={seed}"] if seed is not None else []
-    extra += [f'run.device="{device}"'] if device is not None else []
+    extra: list[Override] = []
+    if steps is not None:
+        extra.append((f"run.steps={steps}", f"--steps {steps}"))
+    if seed is not None:
+        extra.append((f"run.seed={seed}", f"--seed {seed}"))
+    if device is not None:
+        extra.append((f'run.device="{device}"', f"--device {device}"))
     run_dir = train_from_cli(
         task=task,
         presets=preset,

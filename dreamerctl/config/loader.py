@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import tomllib
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from dreamerctl.errors import UsageError
 SUITE_PRESETS = {"atari": "atari", "dmc": "dmc_vision", "gym": "gym"}
 
 Tree = dict[str, Any]
+# `--set KEY=VALUE` text, or (KEY=VALUE, the option it came from) for shortcuts like --device.
+Override = str | tuple[str, str]
 
 
 def preset_dir() -> Path:
@@ -120,7 +123,7 @@ def describe_errors(error: ValidationError, sources: dict[str, str]) -> str:
 def build_config(
     task: str | None,
     presets: list[str] | tuple[str, ...] = (),
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[Override] = (),
 ) -> Config:
     """Layer default, the task's suite preset, `presets` in order and `overrides`, then validate."""
     sources: dict[str, str] = {}
@@ -138,23 +141,24 @@ def build_config(
 
 
 def apply_overrides(
-    tree: Tree, overrides: list[str] | tuple[str, ...], sources: dict[str, str] | None = None
+    tree: Tree, overrides: Sequence[Override], sources: dict[str, str] | None = None
 ) -> Config:
-    """Apply `--set KEY=VALUE` overrides to a config tree and validate the result."""
+    """Apply `--set KEY=VALUE` overrides to a config tree and validate the result. An override
+    may be a (KEY=VALUE, origin) pair, e.g. from `--device`: errors then name that option."""
     sources = {} if sources is None else sources
-    for text in overrides:
+    for item in overrides:
+        text, origin = (item, f"--set {item}") if isinstance(item, str) else item
         keys, value = parse_override(text)
         delta: Tree = {}
         node = delta
         for part in keys[:-1]:
             node = node.setdefault(part, {})
         node[keys[-1]] = value
-        merge(tree, delta, sources, f"--set {text}")
+        merge(tree, delta, sources, origin)
     return validate(tree, sources)
 
 
-def saved_config(saved: Tree, origin: str,
-                 overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def saved_config(saved: Tree, origin: str, overrides: Sequence[Override] = ()) -> Config:
     """Read a config that a run saved (a checkpoint's), with `--set` overrides on top.
 
     Fields added to dreamerctl after it was written take their values from the `default`

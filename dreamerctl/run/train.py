@@ -18,12 +18,14 @@ import shutil
 import signal
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dreamerctl.config import Config, build_config, config_to_dict, dump_config, saved_config
+from dreamerctl.config.loader import Override
 from dreamerctl.errors import Interrupted, RunError, UsageError, shared
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import (
@@ -46,7 +48,7 @@ STEP_SPACES = {
 OPENLOOP_CONTEXT = 5
 
 
-def train_from_cli(task: str, presets: list[str], overrides: list[str], logdir: Path,
+def train_from_cli(task: str, presets: list[str], overrides: Sequence[Override], logdir: Path,
                    resume: str | None) -> Path | None:
     """Start a new run, or continue one with `resume` (a checkpoint, run directory or 'latest').
 
@@ -74,7 +76,7 @@ def train_from_cli(task: str, presets: list[str], overrides: list[str], logdir: 
     return run_dir if world.main else None
 
 
-def prepare(task: str, presets: list[str], overrides: list[str], logdir: Path,
+def prepare(task: str, presets: list[str], overrides: Sequence[Override], logdir: Path,
             resume: str | None) -> tuple[Config, Path, dict[str, Any] | None]:
     """The config, the run directory and, when resuming, the loaded checkpoint."""
     from dreamerctl.envs import check_task
