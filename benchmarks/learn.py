@@ -74,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--from-jsonl", type=Path, nargs="+", metavar="FILE",
                         help="do not train: rebuild the curves from the JSON lines earlier runs "
                              "printed (e.g. seeds run separately), then write as usual")
+    parser.add_argument("--continue", dest="continue_from", nargs="+", type=Path, default=[],
+                        metavar="FILE",
+                        help="go on with the seeds whose JSON lines an earlier, stopped run "
+                             "printed: resume each run after its last evaluated point")
     parser.add_argument("--write", type=Path, help="markdown file whose section to replace")
     parser.add_argument("--note", default="", help="a line written under the section title")
     return parser.parse_args(argv)
@@ -97,10 +101,16 @@ def seed_threads(args: argparse.Namespace) -> int:
     return max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else 0
 
 
-def run_seed(args: argparse.Namespace, seed: int, threads: int = 0) -> Curve:
-    curve = Curve(seed)
-    train_s = 0.0
-    step = 0
+def run_seed(args: argparse.Namespace, seed: int, threads: int = 0,
+             earlier: Curve | None = None) -> Curve:
+    """Train and evaluate one seed in segments of --every steps; `earlier` (from --continue) is
+    a curve to go on with: its run is resumed after its last point."""
+    curve = earlier or Curve(seed)
+    last = curve.points[-1] if curve.points else None
+    train_s = last.train_s if last else 0.0
+    step = last.step if last else 0
+    if last and args.stop_at_threshold and last.result["mean"] >= args.threshold:
+        return curve
     while step < args.steps:
         step = min(step + args.every, args.steps)
         if curve.run_dir:
@@ -235,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = [curve.seed for curve in curves]
     else:
         threads = seed_threads(args)
+        earlier = {c.seed: c for c in load_curves(args.continue_from, args.task)}
         with ThreadPoolExecutor(args.parallel) as pool:
-            curves = list(pool.map(lambda seed: run_seed(args, seed, threads), args.seeds))
+            curves = list(pool.map(
+                lambda seed: run_seed(args, seed, threads, earlier.get(seed)), args.seeds))
     body = markdown(args, curves)
     if args.write:
         write_section(args.write, args.task, body)

@@ -76,3 +76,22 @@ def test_bench_collect_reports_fps_and_policy_share_per_worker_count() -> None:
     for report in reports:
         assert report["env_frames_per_s"] > report["frames_per_s_with_policy"] > 0
         assert 0 < report["policy_share"] < 1
+
+
+def test_learn_continues_a_stopped_run(tmp_path: Path) -> None:
+    common = ["gym_CartPole-v1", "--preset", "debug", "--every", "20", "--seeds", "0",
+              "--episodes", "1", "--threshold", "10000", "--logdir", str(tmp_path / "logs")]
+    first = script("learn.py", *common, "--steps", "20")
+    assert first.returncode == 1, first.stderr  # the threshold is out of reach
+    (before,) = [json.loads(line) for line in first.stdout.splitlines()]
+    lines = tmp_path / "first.jsonl"
+    lines.write_text(first.stdout)
+    results = tmp_path / "RESULTS.md"
+    second = script("learn.py", *common, "--steps", "40", "--continue", str(lines),
+                    "--write", str(results))
+    assert second.returncode == 1, second.stderr
+    (after,) = [json.loads(line) for line in second.stdout.splitlines()]
+    # The same run, resumed after its last point; training time adds up.
+    assert after["step"] == 40 and after["run_dir"] == before["run_dir"]
+    assert after["train_s"] > before["train_s"]
+    assert "| seed | 20 | 40 |" in results.read_text()

@@ -46,7 +46,14 @@ class Optimizer:
         return self.adam.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.adam.load_state_dict(state)
+        """Adam's moments and step counts from a checkpoint; the settings of each parameter
+        group (learning rate, eps, the fused implementation) stay this optimiser's, so a resumed
+        run follows its config (`--set` on resume included) and a checkpoint written by the
+        earlier, non-fused optimiser still loads into the fused one."""
+        groups = [{**saved, **{key: value for key, value in own.items() if key != "params"}}
+                  for saved, own in zip(state["param_groups"], self.adam.param_groups,
+                                        strict=True)]
+        self.adam.load_state_dict({**state, "param_groups": groups})
 
 
 @contextmanager

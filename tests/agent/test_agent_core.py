@@ -317,3 +317,33 @@ def test_replay_value_loss_ignores_each_episodes_last_step(make_agent: MakeAgent
     assert replay_value_loss(agent.behavior, replay, boot).item() == 0.0
     replay["last"] = torch.zeros_like(starts["last"])
     assert replay_value_loss(agent.behavior, replay, boot).item() > 0.0
+
+
+def test_optimiser_state_of_the_earlier_non_fused_adam_loads_and_trains(
+        make_agent: MakeAgent, make_batch: MakeBatch) -> None:
+    # Checkpoints before fused Adam hold param groups with fused=None (torch's foreach Adam):
+    # loading one must keep the fused implementation, which the device-side skip needs.
+    agent = make_agent("vector")
+    batch = make_batch(agent)
+    run_updates(agent, lambda: batch, 2, "coupled", "all")
+    state = agent.save_state()
+    for saved in state["optimizers"].values():
+        for group in saved["param_groups"]:
+            group.update(fused=None, foreach=None)  # as torch.optim.Adam(...) saved them
+    other = make_agent("vector", seed=1)
+    other.load_state(state)
+    for opt in other.optimizers.values():
+        assert opt.adam.param_groups[0]["fused"] is True
+    metrics = run_updates(other, lambda: batch, 1, "coupled", "all")
+    assert metrics["train/nonfinite"] == 0
+    assert other.optimizers["world_model"].adam.state_dict()["state"][0]["step"].item() == 3
+
+
+def test_resumed_optimiser_follows_the_config_learning_rate(make_agent: MakeAgent,
+                                                            make_batch: MakeBatch) -> None:
+    agent = make_agent("vector")
+    run_updates(agent, lambda: make_batch(agent), 1, "coupled", "all")
+    other = make_agent("vector", overrides=("world_model.lr=0.001",))
+    other.load_state(agent.save_state())  # e.g. --resume with --set world_model.lr=0.001
+    assert other.optimizers["world_model"].adam.param_groups[0]["lr"] == 0.001
+    assert other.optimizers["world_model"].adam.state_dict()["state"][0]["step"].item() == 1
