@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     agent = Agent({"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM),
                   config.world_model, config.actor_critic, train, device=args.device,
                   precision=args.precision, compile=config.run.compile)
-    gpu_free = torch.cuda.mem_get_info(agent.device)[0] if agent.device.type == "cuda" else None
-    replay_device = place_replay(args.replay_device, agent.device, 0, gpu_free)
+    replay_device = place_replay(args.replay_device, agent.device, 0)
     replay = synthetic_replay(size, train.batch_size, train.batch_length, args.seed,
                               replay_device)
     sample = replay.sample

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -28,7 +28,12 @@ from dreamerctl.agent.behavior import (
 from dreamerctl.agent.optim import Optimizer, frozen
 from dreamerctl.agent.rssm import State
 from dreamerctl.agent.world_model import WorldModel
-from dreamerctl.config.schema import ActorCriticConfig, TrainConfig, WorldModelConfig
+from dreamerctl.config.schema import (
+    ActorCriticConfig,
+    RunConfig,
+    TrainConfig,
+    WorldModelConfig,
+)
 from dreamerctl.envs.base import ActSpace, Space
 
 log = logging.getLogger("dreamerctl.agent")
@@ -37,7 +42,7 @@ Metrics = dict[str, Tensor]
 TRAIN_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 OPENLOOP_SEQUENCES = 6
 # run.compile: torch.compile modes for the loss computations ("off": eager).
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+COMPILE_MODES = get_args(RunConfig.model_fields["compile"].annotation)
 
 
 def resolve_device(device: torch.device | str) -> torch.device:

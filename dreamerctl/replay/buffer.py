@@ -93,7 +93,7 @@ class Replay:
         }
         # The same memory seen as one row of machine words per step, (num_envs * ring, words):
         # gathers and writes then move whole steps (4x faster than per-element indexing).
-        self._rows = {key: _as_rows(array) for key, array in self._data.items()}
+        self._rows = {key: _as_rows(array.flatten(0, 1)) for key, array in self._data.items()}
         # On the CPU, the same memory as numpy arrays as well.
         self._host = ({key: array.numpy() for key, array in self._data.items()}
                       if self.device.type == "cpu" else {})
@@ -323,14 +323,12 @@ def _zeros(shape: tuple[int, ...], dtype: str, device: torch.device) -> Tensor:
     return torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype, device=device)
 
 
-def _as_rows(array: Tensor, word: torch.dtype | None = None) -> Tensor:
-    """A view of (N, M, *shape) or (N, *shape) as rows of words, one row per step: the widest
-    integer type that divides a step's bytes, or `word`."""
-    flat = array.flatten(0, 1) if word is None else array  # (steps, *shape)
-    flat = flat.reshape(flat.shape[0], -1).view(torch.uint8)  # (steps, bytes)
+def _as_rows(steps: Tensor, word: torch.dtype | None = None) -> Tensor:
+    """A view of (steps, *shape) as (steps, words): each step's bytes as `word`s, by default the
+    widest integer type that divides them."""
+    flat = steps.reshape(steps.shape[0], -1).view(torch.uint8)  # (steps, bytes)
     if word is None:
-        size = flat.shape[1]
-        word = next(dtype for dtype, width in _WORDS if size % width == 0)
+        word = next(dtype for dtype, width in _WORDS if flat.shape[1] % width == 0)
     return flat.view(word)
 
 

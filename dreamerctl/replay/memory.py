@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+import torch
 
 from dreamerctl.errors import RunError, UsageError
 
@@ -54,24 +55,25 @@ def check_memory(bytes_needed: int, capacity: int | None = None, meminfo: Path =
     )
 
 
-def place_replay(choice: str, train_device: Any, needed: int, gpu_free: int | None) -> str:
+def place_replay(choice: str, train_device: torch.device, needed: int,
+                 gpu_free: int | None = None) -> str:
     """Where the replay lives: "cpu" or the training device (a string such as "cuda:0").
 
     `choice` is train.replay_device. "auto" puts it on the training GPU when the full replay
     (`needed` bytes, allocated up front on a GPU) takes at most a third of the GPU's free memory
-    `gpu_free`, so that batches are gathered there without a copy per update; otherwise, and
-    always when training on the CPU, it stays in host memory.
+    (`gpu_free`, asked of the GPU when not given), so that batches are gathered there without a
+    copy per update; otherwise, and always when training on the CPU, it stays in host memory.
     """
-    on_gpu = getattr(train_device, "type", str(train_device)) == "cuda"
+    on_gpu = train_device.type == "cuda"
     if choice == "cpu" or (choice == "auto" and not on_gpu):
         return "cpu"
-    if choice == "auto":
-        return str(train_device) if gpu_free is not None and 3 * needed <= gpu_free else "cpu"
-    if choice != "cuda":
-        raise UsageError(f"train.replay_device must be auto, cpu or cuda, got {choice!r}")
     if not on_gpu:
         raise UsageError("train.replay_device = cuda needs the model on a GPU (run.device)")
-    if gpu_free is not None and needed > gpu_free:
+    if gpu_free is None:
+        gpu_free = torch.cuda.mem_get_info(train_device)[0]
+    if choice == "auto":
+        return str(train_device) if 3 * needed <= gpu_free else "cpu"
+    if needed > gpu_free:
         raise RunError(
             f"the replay needs {format_bytes(needed)} but {train_device} has "
             f"{format_bytes(gpu_free)} free; lower train.replay_capacity or set "

@@ -189,9 +189,7 @@ class Trainer:
         spaces.update(STEP_SPACES)
         self.replay_keys = [*self.envs.obs_space, *STEP_SPACES]  # what one env step stores
         needed = Replay.bytes_needed(spaces, train.replay_capacity)
-        gpu_free = (torch.cuda.mem_get_info(self.device)[0]
-                    if self.device.type == "cuda" else None)
-        replay_device = place_replay(train.replay_device, self.device, needed, gpu_free)
+        replay_device = place_replay(train.replay_device, self.device, needed)
         if replay_device == "cpu":
             # The ranks of one node share its memory, each with a replay of its own.
             check_memory(needed * world.local_size, capacity=train.replay_capacity)
