@@ -1,0 +1,282 @@
+"""Why does a run not learn? Look inside its checkpoint with its own replay.
+
+    python benchmarks/diagnose.py ~/logdir/dreamer_dmc_cartpole_balance/20261122-104306
+
+Four reports, each on the run's latest checkpoint and the last steps of its replay (stream 0):
+
+- values: the critic's V(s_t) against the discounted return the agent then collected, along the
+  last complete episodes. A critic far below the real returns starves the actor of signal; one
+  that does not rank good states above bad ones misleads it.
+- policy: quantiles of the policy's mean and standard deviation (continuous actions) or its
+  entropy (discrete) over the last replayed steps, and how many executed actions sat at a bound.
+  A mean pinned at +-1 with a wide std is the saturated actor of RESULTS "Why DMC cartpole...".
+- model: open-loop accuracy of the world model. After `--context` posterior steps, the prior is
+  rolled with the recorded actions; the decoded vector observation and the predicted reward are
+  compared with the recorded ones after 1, 5 and `--horizon` steps (RMSE per vector dimension,
+  reward MAE), next to the error of predicting "nothing changes" (the last context observation)
+  and the error of decoding the posterior itself (the representation's precision).
+- gradient: for continuous actions, d R_0 / d a_0 of the imagined lambda-return through the
+  world model at replayed states, over `--samples` imagined futures each: the signal the
+  "dynamics" actor gradient follows. A mean that is small against its spread is a noisy signal.
+
+Prints plain text; `--json` prints one JSON object instead. Runs on the CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dreamerctl.agent.agent import TRAIN_KEYS
+from dreamerctl.agent.behavior import Behavior
+from dreamerctl.agent.maths import lambda_return
+from dreamerctl.replay.chunks import list_chunks, read_chunk
+from dreamerctl.run.policy import load_agent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a run directory (checkpoint.pt and replay/)")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes for the value report")
+    parser.add_argument("--last", type=int, default=1000, help="replayed steps for the policy")
+    parser.add_argument("--context", type=int, default=16, help="posterior steps before open loop")
+    parser.add_argument("--horizon", type=int, default=15, help="open-loop steps")
+    parser.add_argument("--windows", type=int, default=64, help="open-loop windows")
+    parser.add_argument("--samples", type=int, default=64, help="imagined futures per state")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    return parser.parse_args(argv)
+
+
+def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
+    """Stream 0 of the run's replay, oldest first: key -> (N, ...)."""
+    names = [n for n in list_chunks(run / "replay") if n.stream == 0 and not n.bad]
+    parts = [read_chunk(name, keys) for name in names]
+    parts = [part for part in parts if part is not None]
+    if not parts:
+        raise SystemExit(f"error: no replay chunks in {run / 'replay'}")
+    return {key: np.concatenate([part[key] for part in parts]) for key in keys}
+
+
+def rounded(x: Any, digits: int = 3) -> Any:
+    """A (nested) list of float64-rounded numbers, for printing and JSON."""
+    return np.round(np.asarray(x, dtype=np.float64), digits).tolist()
+
+
+def window(data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {key: value[index] for key, value in data.items()}
+
+
+def episodes(data: dict[str, np.ndarray]) -> list[tuple[int, int]]:
+    """[first, end) of every complete episode (from an is_first to its is_last)."""
+    out = []
+    for first in np.flatnonzero(data["is_first"]):
+        lasts = np.flatnonzero(data["is_last"][first:])
+        if len(lasts):
+            out.append((int(first), int(first + lasts[0] + 1)))
+    return out
+
+
+@torch.no_grad()
+def value_report(agent: Any, data: dict[str, np.ndarray], count: int) -> list[dict[str, Any]]:
+    gamma = agent.behavior.discount
+    out = []
+    for first, end in episodes(data)[-count:]:
+        ep = window(data, np.arange(first, end)[None])
+        starts = agent.encode_starts(ep)
+        feat = agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]})
+        value = agent.behavior.value(feat).mean()[0].cpu().numpy()
+        reward = ep["reward"][0]
+        # reward[t] came with observation t: the return from t is sum_k gamma^k reward[t+1+k].
+        ret = np.zeros(len(reward) + 1)
+        for t in range(len(reward) - 2, -1, -1):
+            ret[t] = reward[t + 1] + gamma * ret[t + 1]
+        steps = np.unique(np.linspace(0, len(reward) - 1, 9).astype(int))
+        out.append({"score": float(reward.sum()), "length": int(end - first),
+                    "steps": steps.tolist(), "value": rounded(value[steps], 1),
+                    "return": rounded(ret[steps], 1)})
+    return out
+
+
+@torch.no_grad()
+def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
+    ep = window(data, np.arange(max(0, len(data["reward"]) - last), len(data["reward"]))[None])
+    starts = agent.encode_starts(ep)
+    dist = agent.behavior.policy(agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}))
+    quantiles = [0.0, 0.1, 0.5, 0.9, 1.0]
+    action = ep["action"][0]
+    out: dict[str, Any] = {"steps": int(action.shape[0]), "quantiles": quantiles}
+    if agent.behavior.discrete:
+        out["entropy"] = rounded(np.quantile(dist.entropy()[0].cpu().numpy(), quantiles))
+        out["action_share"] = rounded(action.mean(0))
+    else:
+        loc, std = dist.loc[0].cpu().numpy(), dist.std[0].cpu().numpy()
+        out["mean"] = rounded(np.quantile(loc, quantiles, axis=0).T, 2)
+        out["std"] = rounded(np.quantile(std, quantiles, axis=0).T, 2)
+        out["at_bound"] = rounded((np.abs(action) > 0.95).mean(0))
+    return out
+
+
+@torch.no_grad()
+def model_report(agent: Any, data: dict[str, np.ndarray], context: int, horizon: int,
+                 windows: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Open-loop errors at 1, 5 and `horizon` steps, windows not crossing an episode start."""
+    length = context + horizon
+    n = len(data["reward"])
+    starts: list[int] = []
+    for _ in range(100 * windows):
+        if len(starts) == windows:
+            break
+        s = int(rng.integers(0, n - length))
+        if not data["is_first"][s + 1:s + length].any():
+            starts.append(s)
+    batch = window(data, np.array(starts)[:, None] + np.arange(length))
+    tensors = agent.tensors(batch, (*agent.wm.keys, *TRAIN_KEYS))
+    post, _ = agent.wm.observe({key: value[:, :context] for key, value in tensors.items()})
+    start = {"h": post["h"][:, -1], "z": post["z"][:, -1]}
+    # The step into t uses a_{t-1}: open-loop steps context..length-1 take actions from context-1.
+    prior = agent.wm.rssm.rollout(start, tensors["action"][:, context - 1:length - 1])
+    feat = agent.wm.rssm.feat(prior)
+    reward = agent.wm.reward(feat).mean().cpu().numpy()
+    at = sorted({1, min(5, horizon), horizon})
+    out: dict[str, Any] = {"windows": len(starts), "after_steps": at}
+    true_reward = batch["reward"][:, context:]
+    out["reward_mae"] = rounded([np.abs(reward[:, k - 1] - true_reward[:, k - 1]).mean()
+                                 for k in at])
+    if "vector" in agent.wm.keys:
+        pred = agent.wm.decode(feat)["vector"].mode().cpu().numpy()
+        true = batch["vector"][:, context:]
+        still = batch["vector"][:, context - 1:context]
+        out["vector_rmse"] = [rounded(np.sqrt(((pred[:, k - 1] - true[:, k - 1]) ** 2).mean(0)))
+                              for k in at]
+        # The representation's own precision: the posterior of the last context step, decoded.
+        recon = agent.wm.decode(agent.wm.rssm.feat(start))["vector"].mode().cpu().numpy()
+        out["posterior_rmse"] = rounded(np.sqrt(((recon - batch["vector"][:, context - 1]) ** 2)
+                                                .mean(0)))
+        out["unchanged_rmse"] = [rounded(np.sqrt(((still[:, 0] - true[:, k - 1]) ** 2).mean(0)))
+                                 for k in at]
+    return out
+
+
+class FirstThen:
+    """An imagination policy that returns `first` at its first call, then policy samples."""
+
+    def __init__(self, first: torch.Tensor, behavior: Behavior) -> None:
+        self.first, self.behavior, self.calls = first, behavior, 0
+
+    def __call__(self, feat: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            return self.first
+        return self.behavior.policy(feat.detach()).sample()
+
+
+def gradient_report(agent: Any, data: dict[str, np.ndarray], samples: int,
+                    rng: np.random.Generator) -> dict[str, Any] | None:
+    """d R_0 / d a_0 at 8 replayed states (the "dynamics" actor gradient's signal)."""
+    behavior: Behavior = agent.behavior
+    if behavior.discrete:
+        return None
+    n = len(data["reward"])
+    rows = []
+    for s in sorted(rng.choice(np.arange(16, n), 8, replace=False)):
+        with torch.no_grad():
+            ctx = window(data, np.arange(s - 15, s + 1)[None])
+            post = agent.encode_starts(ctx)
+        start = {"h": post["h"][0, -1:].repeat(samples, 1),
+                 "z": post["z"][0, -1:].repeat(samples, 1, 1)}
+        feat0 = agent.wm.rssm.feat(start)
+        first = behavior.policy(feat0).mode().detach().clone().requires_grad_(True)
+        # a_0 is the policy's mean (the leaf differentiated), later actions its samples.
+        states, _ = agent.wm.rssm.imagine(start, FirstThen(first, behavior), behavior.ac.horizon)
+        feat = agent.wm.rssm.feat(states)
+        reward = agent.wm.reward(feat[1:]).mean()
+        cont = agent.wm.cont(feat).mean()[1:]
+        value = behavior.value(feat).mean()
+        ret = lambda_return(reward, cont, value, behavior.discount, behavior.ac.lam)
+        (grad,) = torch.autograd.grad(ret[0].sum(), first)
+        g = grad.cpu().numpy()
+        rows.append({"step": int(s), "action": rounded(first[0].detach().cpu().numpy(), 2),
+                     "return": round(float(ret[0].detach().mean()), 2),
+                     "grad_mean": rounded(g.mean(0)),
+                     "grad_std": rounded(g.std(0)),
+                     "grad_positive": rounded((g > 0).mean(0), 2)})
+    return {"samples": samples, "states": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    checkpoint = args.run / "checkpoint.pt"
+    if not checkpoint.is_file():
+        print(f"error: no checkpoint.pt in {args.run}", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:  # a live run may replace its checkpoint
+        copy = Path(tmp) / "checkpoint.pt"
+        copy.write_bytes(checkpoint.read_bytes())
+        loaded = load_agent(copy, device="cpu")
+    agent = loaded.agent
+    keys = {key: (tuple(space.shape), space.dtype) for key, space in loaded.obs_space.items()
+            if key in agent.wm.keys}
+    keys["action"] = ((agent.act_space.size,), "float32")
+    keys["reward"] = ((), "float32")
+    for flag in ("is_first", "is_last", "is_terminal"):
+        keys[flag] = ((), "bool")
+    data = load_replay(args.run, keys)
+    report = {
+        "run": str(args.run), "step": loaded.step, "replay_steps": len(data["reward"]),
+        "values": value_report(agent, data, args.episodes),
+        "policy": policy_report(agent, data, args.last),
+        "model": model_report(agent, data, args.context, args.horizon, args.windows, rng),
+        "gradient": gradient_report(agent, data, args.samples, rng),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"{report['run']}: checkpoint at step {report['step']}, "
+          f"{report['replay_steps']} replayed steps")
+    print("\nvalues (critic V vs discounted return collected) along the last episodes")
+    for ep in report["values"]:
+        print(f"  episode score {ep['score']:.1f}, {ep['length']} steps")
+        print("    t:     " + " ".join(f"{t:7d}" for t in ep["steps"]))
+        print("    V:     " + " ".join(f"{v:7.1f}" for v in ep["value"]))
+        print("    return:" + " ".join(f"{v:7.1f}" for v in ep["return"]))
+    pol = report["policy"]
+    print(f"\npolicy over the last {pol['steps']} replayed steps, quantiles {pol['quantiles']}")
+    for key in ("mean", "std", "entropy", "at_bound", "action_share"):
+        if key in pol:
+            print(f"  {key}: {pol[key]}")
+    mod = report["model"]
+    print(f"\nmodel open loop over {mod['windows']} windows, after {mod['after_steps']} steps")
+    print(f"  reward MAE: {mod['reward_mae']}")
+    if "posterior_rmse" in mod:
+        print(f"  posterior (reconstruction) RMSE per dim: {mod['posterior_rmse']}")
+    for name in ("vector_rmse", "unchanged_rmse"):
+        if name in mod:
+            print(f"  {name} per dim:")
+            for k, row in zip(mod["after_steps"], mod[name], strict=True):
+                print(f"    {k:3d}: {row}")
+    grad = report["gradient"]
+    if grad is not None:
+        print(f"\nd R_0 / d a_0 through the model, {grad['samples']} imagined futures per state")
+        for row in grad["states"]:
+            print(f"  step {row['step']:6d} a0 {row['action']} R0 {row['return']:7.2f} "
+                  f"grad mean {row['grad_mean']} std {row['grad_std']} "
+                  f"positive {row['grad_positive']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
