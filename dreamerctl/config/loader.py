@@ -110,7 +110,11 @@ def describe_errors(error: ValidationError, sources: dict[str, str]) -> str:
     for item in error.errors():
         path = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
         origin = source_of(path, sources)
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "value_error" and isinstance(item.get("input"), dict):
+            # A check across fields of a section: its message starts with the field it is about.
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{message} (from {source_of(message.split(' ', 1)[0], sources)})")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"unknown field '{path}' (from {origin})")
         elif item["type"] == "missing":
             lines.append(f"missing field '{path}' (from {origin})")
@@ -137,7 +141,22 @@ def build_config(
     for name in presets:
         path = resolve_preset(name)
         merge(tree, read_toml(path), sources, str(path))
-    return apply_overrides(tree, overrides, sources)
+    config = apply_overrides(tree, overrides, sources)
+    check_combination(config, sources)
+    return config
+
+
+def check_combination(config: Config, sources: dict[str, str]) -> None:
+    """Settings that are each valid but do not work together, for a config built from presets
+    (saved configs of older runs stay loadable as they are)."""
+    replay_value, starts = config.actor_critic.replay_value, config.train.imag_starts
+    if replay_value > 0 and starts != "all":
+        raise UsageError(
+            f"actor_critic.replay_value = {replay_value} (from "
+            f"{source_of('actor_critic.replay_value', sources)}) needs train.imag_starts = "
+            f"\"all\", got {starts!r} (from {source_of('train.imag_starts', sources)}): the "
+            "critic's replay loss runs along whole replayed sequences; set "
+            "actor_critic.replay_value=0")
 
 
 def apply_overrides(

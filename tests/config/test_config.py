@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dreamerctl.config import build_config, dump_config, preset_dir, preset_names, validate
-from dreamerctl.config.loader import parse_override
+from dreamerctl.config.loader import config_to_dict, parse_override, saved_config
 from dreamerctl.errors import UsageError
 
 SHIPPED = {"default", "atari", "dmc_vision", "dmc_proprio", "gym", "small", "medium", "large",
@@ -84,6 +84,9 @@ def test_set_values_are_toml_literals() -> None:
     ('run.steps="many"', "invalid value 'many' for 'run.steps'"),
     ("train.loop=fast", "'train.loop'"),
     ("run.precision=fp16", "'run.precision'"),
+    # A check across a section's fields names the field, not the whole section's values.
+    ("env.size=[20,20]",
+     "env.size must be multiples of 16, at least 16 (from --set env.size=[20,20])"),
 ])
 def test_invalid_override_names_field_and_origin(override: str, message: str) -> None:
     with pytest.raises(UsageError) as info:
@@ -179,3 +182,21 @@ def test_saved_config_fills_fields_newer_than_the_run(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"unknown field 'actor_critic.retired_knob' \(from "
                                          r"old/checkpoint.pt\)"):
         saved_config(tree, "old/checkpoint.pt")
+
+
+def test_replay_value_needs_all_starts_in_a_new_config() -> None:
+    with pytest.raises(UsageError) as info:
+        build_config("gym_CartPole-v1", [], ['train.imag_starts="last"'])
+    assert str(info.value).startswith(
+        "actor_critic.replay_value = 0.3 (from ")
+    assert "gym.toml) needs train.imag_starts = \"all\", got 'last' (from --set " \
+        "train.imag_starts=\"last\"): the critic's replay loss runs along whole replayed " \
+        "sequences; set actor_critic.replay_value=0" in str(info.value)
+    assert info.value.exit_code == 2
+    # Turned off, the same starts are fine; and a saved config is not re-judged (old runs load).
+    config = build_config("gym_CartPole-v1", [], ['train.imag_starts="last"',
+                                                  "actor_critic.replay_value=0"])
+    assert config.train.imag_starts == "last"
+    tree = config_to_dict(config)
+    tree["actor_critic"]["replay_value"] = 0.3
+    assert saved_config(tree, "old run").actor_critic.replay_value == 0.3
