@@ -200,3 +200,19 @@ def test_replay_value_needs_all_starts_in_a_new_config() -> None:
     tree = config_to_dict(config)
     tree["actor_critic"]["replay_value"] = 0.3
     assert saved_config(tree, "old run").actor_critic.replay_value == 0.3
+    assert saved_config(tree, "old run", ["run.seed=4"]).run.seed == 4
+
+
+def test_an_override_on_a_resumed_run_cannot_break_a_combination_that_held() -> None:
+    """`train --resume RUN --set train.imag_starts=last` on a run whose critic learns from the
+    replay is refused like a new run would be; switching both is fine."""
+    tree = config_to_dict(build_config("gym_CartPole-v1", []))
+    assert tree["actor_critic"]["replay_value"] == 0.3
+    with pytest.raises(UsageError) as info:
+        saved_config(tree, "run/checkpoint.pt", ['train.imag_starts="last"'])
+    assert str(info.value).startswith(
+        "actor_critic.replay_value = 0.3 (from run/checkpoint.pt) needs train.imag_starts = "
+        "\"all\", got 'last' (from --set train.imag_starts=\"last\")")
+    config = saved_config(tree, "run/checkpoint.pt",
+                          ['train.imag_starts="last"', "actor_critic.replay_value=0"])
+    assert (config.train.imag_starts, config.actor_critic.replay_value) == ("last", 0.0)
