@@ -272,15 +272,24 @@ class Trainer:
         return loaded
 
     def rng_state(self) -> dict[str, Any]:
+        """The random states that drive training: torch's (and, on a GPU, that device's), the
+        runner's numpy generator and Python's."""
         import torch
 
-        return {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
-                "python": list(random.getstate())}
+        state = {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+                 "python": list(random.getstate())}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def set_rng_state(self, rng: dict[str, Any]) -> None:
+        """Restore `rng_state()`; a GPU state is restored only on a GPU (a run moved between
+        devices goes on with that device's seeded generator)."""
         import torch
 
         torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.rng.bit_generator.state = rng["numpy"]
         random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
 

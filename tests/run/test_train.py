@@ -109,6 +109,28 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert [m["replay/size"] for m in metrics if m["step"] == 100] == [100]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_goes_on_with_the_gpu_random_state(tmp_path: Path) -> None:
+    """The GPU's generator (imagined samples, actions) is saved and restored, so a resumed run
+    does not replay the random draws its start made from the seed."""
+    from dreamerctl.config import saved_config
+    from dreamerctl.run.train import Trainer
+
+    run_dir = train_from_cli("gym_CartPole-v1", ["debug"], ["run.device=cuda", "run.steps=40"],
+                             tmp_path / "logdir", resume=None)
+    data = load_checkpoint(run_dir / "checkpoint.pt")
+    saved = data["rng"]["cuda"]
+    torch.cuda.manual_seed(data["config"]["run"]["seed"])
+    assert not torch.equal(saved, torch.cuda.get_rng_state()), "the GPU generator has advanced"
+    trainer = Trainer("gym_CartPole-v1", saved_config(data["config"], "test"), run_dir,
+                      resume=data)
+    trainer.build()
+    try:
+        assert torch.equal(torch.cuda.get_rng_state(trainer.device), saved)
+    finally:
+        trainer.envs.close()
+
+
 def test_resume_task_mismatch(tmp_path: Path) -> None:
     from dreamerctl.errors import UsageError
 
