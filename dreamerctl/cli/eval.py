@@ -14,7 +14,12 @@ COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", 
 
 def evaluate(
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="A checkpoint, run dir or 'latest'."
+        ..., "--checkpoint", "-c",
+        help="A checkpoint, run dir, 'latest' or 'none' (with --random-agent and --task)."
+    ),
+    random_agent: bool = typer.Option(
+        False, "--random-agent",
+        help="Act uniformly at random (a baseline) in the checkpoint's env settings.",
     ),
     task: str | None = typer.Option(
         None, "--task", help="Evaluate on another task with the same spaces."
@@ -27,13 +32,21 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """Evaluate a checkpoint: mean, std, min, max and a 95% bootstrap CI of the episode scores."""
-    from dreamerctl.run.evaluate import evaluate_checkpoint
+    from dreamerctl.errors import UsageError
+    from dreamerctl.run.evaluate import evaluate_checkpoint, evaluate_random
     from dreamerctl.run.rundir import resolve_checkpoint
 
-    path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=None)
-    result = evaluate_checkpoint(path, task=task, episodes=episodes, seed=seed, mode=mode,
-                                 device=device)
+    if random_agent:
+        result = evaluate_random(checkpoint, logdir_or_default(logdir), task, episodes, seed)
+        title = f"random agent on {result['task']}"
+    elif checkpoint == "none":
+        raise UsageError("--checkpoint none needs --random-agent and --task")
+    else:
+        path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=None)
+        result = evaluate_checkpoint(path, task=task, episodes=episodes, seed=seed, mode=mode,
+                                     device=device)
+        title = str(path)
     if as_json:
         print_json(result)
     else:
-        print_rows([result], COLUMNS, title=str(path))
+        print_rows([result], COLUMNS, title=title)

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from dreamerctl.envs.base import ActSpace
 from dreamerctl.errors import UsageError
 from dreamerctl.run import rundir
-from dreamerctl.run.policy import check_mode, load_agent, task_and_env
+from dreamerctl.run.policy import check_mode, load_agent, random_agent_setup, task_and_env
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
 
@@ -37,10 +38,24 @@ def summarize(scores: list[float], lengths: list[int], seed: int) -> dict[str, A
     }
 
 
-def run_episodes(agent: Any, task: str, env_cfg: Any, episodes: int, seed: int, mode: str,
-                 label: str) -> tuple[list[float], list[int]]:
-    """`episodes` whole episodes, split evenly over the preset's envs. Each env i starts from
-    seed + i and does its own share, so the result depends only on the seed and the env count."""
+class RandomPolicy:
+    """Uniform random actions for a batch of envs, in the shape of the agent's `policy`: the
+    baseline a trained agent is judged against."""
+
+    def __init__(self, act_space: ActSpace, seed: int) -> None:
+        self.act_space = act_space
+        self.rng = np.random.default_rng(seed)
+
+    def policy(self, obs: dict[str, np.ndarray], state: None,
+               mode: str = "sample") -> tuple[np.ndarray, None]:
+        return self.act_space.sample(self.rng, len(obs["is_first"])), None
+
+
+def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed: int,
+                 mode: str, label: str) -> tuple[list[float], list[int]]:
+    """`episodes` whole episodes, split evenly over the preset's envs; `agent` None acts
+    uniformly at random. Each env i starts from seed + i and does its own share, so the result
+    depends only on the seed and the env count."""
     import torch
 
     from dreamerctl.envs import ParallelEnvs
@@ -50,6 +65,8 @@ def run_episodes(agent: Any, task: str, env_cfg: Any, episodes: int, seed: int, 
     done: list[list[tuple[float, int]]] = [[] for _ in range(num)]
     torch.manual_seed(seed)
     envs = ParallelEnvs(task, env_cfg, num, seed=seed)
+    if agent is None:
+        agent = RandomPolicy(envs.act_space, seed)
     try:
         tracker = EpisodeTracker(num)
         obs, state = envs.reset(), None
@@ -79,6 +96,17 @@ def evaluate_checkpoint(path: Path, task: str | None, episodes: int, seed: int, 
                                    f"eval {chosen}")
     return {"path": str(path), "task": chosen, "step": loaded.step, "frames": loaded.frames,
             "mode": mode, "seed": seed, **summarize(scores, lengths, seed)}
+
+
+def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: int,
+                    seed: int) -> dict[str, Any]:
+    """`eval --random-agent`: uniform random actions on the episodes `eval` would run, in the
+    checkpoint's env settings or, with `--checkpoint none`, the task's suite defaults."""
+    chosen, env_cfg, path = random_agent_setup(checkpoint, logdir, task)
+    scores, lengths = run_episodes(None, chosen, env_cfg, episodes, seed, "sample",
+                                   f"eval {chosen} (random agent)")
+    return {"path": str(path) if path else "none", "task": chosen, "step": 0, "frames": 0,
+            "mode": "random", "seed": seed, **summarize(scores, lengths, seed)}
 
 
 def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int, mode: str,

@@ -126,34 +126,39 @@ class AgentActor:
 
 
 def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode: str,
-               device: str, with_model: bool, random_agent: bool) -> tuple[Any, str, EnvConfig]:
+               device: str, with_model: bool) -> tuple[Any, str, EnvConfig]:
     """The actor, task and env config for `record` with a checkpoint ('latest' or a path)."""
     import torch
 
-    from dreamerctl.run.record import RandomActor
-
     check_mode(mode)
     path = rundir.resolve_checkpoint(checkpoint, logdir, task=None)
-    if random_agent:
-        if with_model:
-            raise UsageError("--with-model needs the checkpoint's agent, not --random-agent")
-        from dreamerctl.config import build_config
-        from dreamerctl.envs import check_task, make_env
-
-        meta = read_meta(path)
-        chosen = task or meta["task"]
-        check_task(chosen)
-        # The run's own env settings for its task; another task gets its suite's defaults.
-        env_cfg = (checkpoint_config(path, meta).env if chosen == meta["task"]
-                   else build_config(chosen).env)
-        env = make_env(chosen, env_cfg, seed=seed)
-        act_space = env.act_space
-        env.close()
-        return RandomActor(act_space, seed), chosen, env_cfg
     loaded = load_agent(path, device)
     chosen, env_cfg = task_and_env(loaded, task)
     torch.manual_seed(seed)
     return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg
+
+
+def random_agent_setup(checkpoint: str, logdir: Path,
+                       task: str | None) -> tuple[str, EnvConfig, Path | None]:
+    """Where `--random-agent` acts: the task, its env config and the checkpoint (None for
+    `--checkpoint none`). Without a checkpoint that is `task` with its suite's defaults; with
+    one, the run's task and env settings (another `task` gets its suite's defaults), so that
+    a random baseline sees the episodes the agent saw. No model is loaded."""
+    from dreamerctl.config import build_config
+    from dreamerctl.envs import check_task
+
+    if checkpoint == "none":
+        if task is None:
+            raise UsageError("--checkpoint none needs --random-agent and --task")
+        check_task(task)
+        return task, build_config(task).env, None
+    path = rundir.resolve_checkpoint(checkpoint, logdir, task=None)
+    meta = read_meta(path)
+    chosen = task or meta["task"]
+    check_task(chosen)
+    env_cfg = (checkpoint_config(path, meta).env if chosen == meta["task"]
+               else build_config(chosen).env)
+    return chosen, env_cfg, path
 
 
 def check_mode(mode: str) -> None:

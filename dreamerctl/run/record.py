@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,9 +17,6 @@ from dreamerctl.envs.base import ActSpace, Env, Obs
 from dreamerctl.errors import RunError, UsageError
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.video import Mp4Writer, mp4_to_gif, side_by_side
-
-if TYPE_CHECKING:
-    from dreamerctl.config import EnvConfig
 
 JSONL = "episodes.jsonl"
 GIF_STRIDE = 2  # --gif keeps every 2nd frame at half the fps, so it plays in real time
@@ -164,17 +161,23 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
 
     if mode not in ("sample", "greedy"):
         raise UsageError(f"unknown --mode '{mode}': use sample or greedy")
+    from dreamerctl.run.policy import load_actor, random_agent_setup
+
+    if checkpoint == "none" and (not random_agent or task is None):
+        raise UsageError("--checkpoint none needs --random-agent and --task")
+    if with_model and random_agent:
+        raise UsageError("--with-model needs a checkpoint: there is no model with --checkpoint "
+                         "none" if checkpoint == "none" else
+                         "--with-model needs the checkpoint's agent, not --random-agent")
     # Fail on the output before loading a checkpoint or starting a simulator.
     check_output(output, overwrite)
     actor: Actor | None = None
-    if checkpoint == "none":
-        task, env_cfg = random_setup(random_agent, task, with_model)
+    if random_agent:
+        task, env_cfg, _ = random_agent_setup(checkpoint, logdir, task)
     else:
-        from dreamerctl.run.policy import load_actor
-
         actor, task, env_cfg = load_actor(
             checkpoint=checkpoint, logdir=logdir, task=task, seed=seed, mode=mode,
-            device=device, with_model=with_model, random_agent=random_agent,
+            device=device, with_model=with_model,
         )
     env = make_env(task, env_cfg, seed)
     try:
@@ -184,16 +187,3 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
     finally:
         env.close()
     return [Path(row["path"]) for row in rows]
-
-
-def random_setup(random_agent: bool, task: str | None,
-                 with_model: bool) -> tuple[str, EnvConfig]:
-    """--checkpoint none: the task and its suite's default env config (no model to load)."""
-    from dreamerctl.config import build_config
-
-    if not random_agent or task is None:
-        raise UsageError("--checkpoint none needs --random-agent and --task")
-    if with_model:
-        raise UsageError("--with-model needs a checkpoint: there is no model with "
-                         "--checkpoint none")
-    return task, build_config(task).env

@@ -74,6 +74,37 @@ def test_eval_bad_mode(logdir: Path) -> None:
     assert_one_error(result, 2, "unknown --mode 'best'")
 
 
+def test_eval_random_agent_baseline(tmp_path: Path) -> None:
+    """`eval --random-agent` scores uniform random actions: in a checkpoint's env settings (here
+    a 7-step time limit), or with `--checkpoint none` in the task's suite defaults; the same
+    seed gives the same episodes."""
+    run_dir = train_from_cli("gym_CartPole-v1", ["debug"],
+                             ["run.steps=20", 'run.device="cpu"', "env.time_limit=7"],
+                             tmp_path, None)
+    code, stdout, stderr = cli(tmp_path, "eval", "--checkpoint", str(run_dir), "--random-agent",
+                               "--episodes", "6", "--json")
+    assert code == 0, stderr
+    limited = json.loads(stdout)
+    assert limited["path"] == str(run_dir / "checkpoint.pt") and limited["mode"] == "random"
+    assert limited["task"] == "gym_CartPole-v1" and limited["step"] == 0
+    assert len(limited["lengths"]) == 6 and max(limited["lengths"]) <= 7
+    args = ("eval", "--checkpoint", "none", "--random-agent", "--task", "gym_CartPole-v1",
+            "--episodes", "12", "--seed", "3", "--json")
+    code, stdout, stderr = cli(tmp_path, *args)
+    assert code == 0, stderr
+    free = json.loads(stdout)
+    assert free["path"] == "none" and free["episodes"] == 12
+    assert max(free["lengths"]) > 7 and 8 <= free["mean"] <= 60  # CartPole's random level ~22
+    assert free["scores"] == free["lengths"]  # +1 per step
+    assert json.loads(cli(tmp_path, *args)[1])["scores"] == free["scores"]
+    code, stdout, _ = cli(tmp_path, *args[:-1])
+    assert code == 0 and "random agent on gym_CartPole-v1" in stdout
+    for bad in (["--checkpoint", "none", "--task", "gym_CartPole-v1"],
+                ["--checkpoint", "none", "--random-agent"]):
+        result = run_cli("eval", *bad, env={"DREAMERCTL_LOGDIR": str(tmp_path)})
+        assert_one_error(result, 2, "--checkpoint none needs --random-agent and --task")
+
+
 def test_find_latest_per_task(logdir: Path) -> None:
     code, stdout, _ = cli(logdir, "find-latest", "--task", "gym_Pendulum-v1", "--json")
     assert code == 0

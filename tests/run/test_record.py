@@ -175,6 +175,8 @@ def test_random_actor_is_uniform_and_seeded() -> None:
         ({"task": None}, "--checkpoint none needs --random-agent and --task"),
         ({"with_model": True},
          "--with-model needs a checkpoint: there is no model with --checkpoint none"),
+        ({"checkpoint": "latest", "with_model": True},
+         "--with-model needs the checkpoint's agent, not --random-agent"),
         ({"mode": "best"}, "unknown --mode 'best': use sample or greedy"),
     ],
 )
