@@ -162,12 +162,15 @@ def load_curves(files: list[Path], task: str) -> list[Curve]:
             for seed, points in sorted(curves.items())]
 
 
-def machine() -> str:
+def machine(threads: int) -> str:
+    """The machine, with the torch threads of each training process (`threads`, or torch's
+    default under this environment's OMP_NUM_THREADS when 0)."""
     import torch
     from bench_update import cpu_model  # this folder is on sys.path when run as a script
 
+    threads = threads or torch.get_num_threads()
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({threads} threads per training process), Python {platform.python_version()}")
 
 
 def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
@@ -175,10 +178,10 @@ def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
     lines = [f"### `{args.task}`", ""]
     if args.note:
         lines += [args.note, ""]
-    threads = (f" Seeds ran {args.parallel} at a time, each with {seed_threads(args)} "
-               "thread(s)." if args.parallel > 1 else "")
+    parallel = f" Seeds ran {args.parallel} at a time." if args.parallel > 1 else ""
     lines += [
-        f"Machine: {machine()}.{threads} Command: `python benchmarks/learn.py {args.task} --steps "
+        f"Machine: {machine(seed_threads(args))}.{parallel} Command: `python benchmarks/learn.py "
+        f"{args.task} --steps "
         f"{args.steps} --every {args.every} --seeds {' '.join(map(str, args.seeds))} "
         f"--threshold {args.threshold:g}"
         + (f" --minutes {args.minutes:g}" if args.minutes != float("inf") else "")

@@ -4,6 +4,7 @@ checked here: speed is measured in benchmarks/, never in tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,14 @@ def test_learn_writes_curves_and_threshold_verdicts(tmp_path: Path) -> None:
                    "--threshold", "0", "--from-jsonl", str(lines), "--write", str(rebuilt))
     assert again.returncode == 0, again.stderr
     assert "**1 of 1 seeds met" in rebuilt.read_text()
+    # The Machine line gives the threads of each training process: --parallel splits the cores.
+    split = script("learn.py", "gym_CartPole-v1", "--steps", "40", "--every", "20",
+                   "--threshold", "0", "--parallel", "2", "--from-jsonl", str(lines),
+                   "--write", str(rebuilt))
+    assert split.returncode == 0, split.stderr
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert f"({threads} threads per training process), Python" in rebuilt.read_text()
+    assert "Seeds ran 2 at a time." in rebuilt.read_text()
     # An unreachable threshold: exit 1, the section is replaced, not appended twice.
     missed = script("learn.py", *args, "--threshold", "1000")
     assert missed.returncode == 1, missed.stderr
