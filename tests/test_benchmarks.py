@@ -153,7 +153,8 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["gradient"] is None  # no dynamics gradient for discrete actions
-    assert abs(sum(report["policy"]["action_share"]) - 1.0) < 1e-6  # one-hot actions
+    share = report["policy"]["action_share"]  # of one-hot actions, each rounded to 3 digits
+    assert abs(sum(share) - 1.0) <= 0.0005 * len(share) + 1e-9
     missing = script("diagnose.py", str(tmp_path))
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: no checkpoint.pt in {tmp_path}"
