@@ -21,7 +21,7 @@ from dreamerctl.agent.optim import frozen
 
 # Replay sequences as starts (imag_starts "all") with the critic's replay loss on, so that every
 # branch of the three losses is compiled.
-OVERRIDES = ("actor_critic.replay_value=0.3",)
+OVERRIDES = ('train.imag_starts="all"', "actor_critic.replay_value=0.3")
 
 
 @pytest.fixture(scope="module")

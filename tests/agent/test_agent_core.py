@@ -25,7 +25,6 @@ METRICS = {
     "train/retnorm/high", "train/retnorm/scale", "train/grad_norm/world_model",
     "train/grad_norm/actor", "train/grad_norm/critic", "train/imag_return_mean",
     "train/nonfinite",
-    "train/loss/critic_replay",  # the gym preset (under debug) sets actor_critic.replay_value
 }
 
 
@@ -93,7 +92,8 @@ def test_actor_critic_never_touches_the_world_model(make_agent: MakeAgent, make_
     gradient flows through the imagined dynamics (continuous actions) and when the critic also
     learns on the replay sequences."""
     agent = make_agent("both", discrete,
-                       overrides=(f"actor_critic.replay_value={replay_value}",))
+                       overrides=('train.imag_starts="all"',
+                                  f"actor_critic.replay_value={replay_value}"))
     batch = make_batch(agent)
     run_updates(agent, lambda: batch, 1, loop, imag_starts)  # optimiser states exist
     if loop == "coupled":

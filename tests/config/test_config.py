@@ -186,28 +186,30 @@ def test_saved_config_fills_fields_newer_than_the_run(tmp_path: Path) -> None:
 
 def test_replay_value_needs_all_starts_in_a_new_config() -> None:
     with pytest.raises(UsageError) as info:
-        build_config("gym_CartPole-v1", [], ['train.imag_starts="last"'])
+        build_config("gym_CartPole-v1", [], ["actor_critic.replay_value=0.3"])
     assert str(info.value).startswith(
-        "actor_critic.replay_value = 0.3 (from ")
-    assert "gym.toml) needs train.imag_starts = \"all\", got 'last' (from --set " \
-        "train.imag_starts=\"last\"): the critic's replay loss runs along whole replayed " \
-        "sequences; set actor_critic.replay_value=0" in str(info.value)
+        "actor_critic.replay_value = 0.3 (from --set actor_critic.replay_value=0.3) needs "
+        "train.imag_starts = \"all\", got 'last' (from ")
+    assert str(info.value).endswith(
+        "gym.toml): the critic's replay loss runs along whole replayed sequences; set "
+        "actor_critic.replay_value=0")
     assert info.value.exit_code == 2
-    # Turned off, the same starts are fine; and a saved config is not re-judged (old runs load).
-    config = build_config("gym_CartPole-v1", [], ['train.imag_starts="last"',
-                                                  "actor_critic.replay_value=0"])
-    assert config.train.imag_starts == "last"
+    # With all starts the replay loss is fine; and a saved config is not re-judged (old runs
+    # load).
+    config = build_config("gym_CartPole-v1", [], ['train.imag_starts="all"',
+                                                  "actor_critic.replay_value=0.3"])
+    assert config.actor_critic.replay_value == 0.3
     tree = config_to_dict(config)
-    tree["actor_critic"]["replay_value"] = 0.3
-    assert saved_config(tree, "old run").actor_critic.replay_value == 0.3
+    tree["train"]["imag_starts"] = "last"
+    assert saved_config(tree, "old run").train.imag_starts == "last"
     assert saved_config(tree, "old run", ["run.seed=4"]).run.seed == 4
 
 
 def test_an_override_on_a_resumed_run_cannot_break_a_combination_that_held() -> None:
     """`train --resume RUN --set train.imag_starts=last` on a run whose critic learns from the
     replay is refused like a new run would be; switching both is fine."""
-    tree = config_to_dict(build_config("gym_CartPole-v1", []))
-    assert tree["actor_critic"]["replay_value"] == 0.3
+    tree = config_to_dict(build_config("gym_CartPole-v1", [], [
+        'train.imag_starts="all"', "actor_critic.replay_value=0.3"]))
     with pytest.raises(UsageError) as info:
         saved_config(tree, "run/checkpoint.pt", ['train.imag_starts="last"'])
     assert str(info.value).startswith(
