@@ -15,10 +15,11 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
-RATE_LINES = 10  # the plain ETA uses the rate over the last 10 lines (5 min at 30 s apart)
+RATE_SPAN = 300.0  # the ETA follows the rate over the last 5 minutes
+RATE_MIN = 5.0     # and says nothing before it has 5 seconds of them
+NO_ETA = "-:--:--"
 
 
 def format_fields(fields: dict[str, Any]) -> str:
@@ -30,21 +31,54 @@ def format_fields(fields: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
+class Rate:
+    """Items per second over the last `span` seconds, from (time, completed) samples taken at
+    most once a second, so a slow start (compiling, loading) fades from the estimate."""
+
+    def __init__(self, now: float, completed: int, span: float = RATE_SPAN) -> None:
+        self.span = span
+        self.samples: deque[tuple[float, int]] = deque()
+        self.restart(now, completed)
+
+    def restart(self, now: float, completed: int) -> None:
+        """Forget the samples so far: the work goes on at another pace from here."""
+        self.samples.clear()
+        self.samples.append((now, completed))
+
+    def add(self, now: float, completed: int) -> None:
+        if now - self.samples[-1][0] >= 1.0:
+            self.samples.append((now, completed))
+        while len(self.samples) > 1 and self.samples[0][0] < now - self.span:
+            self.samples.popleft()
+
+    def eta(self, now: float, completed: int, total: int) -> float | None:
+        """Seconds left at the recent rate; None before RATE_MIN seconds of progress."""
+        then, before = self.samples[0]
+        if not before < completed < total or now - then < RATE_MIN:
+            return None
+        return (total - completed) * (now - then) / (completed - before)
+
+
 class ProgressReporter:
-    """One long job's progress. `update(completed, **fields)` shows the fields beside the bar."""
+    """One long job's progress. `update(completed, **fields)` shows the fields beside the bar.
+
+    `start` is where a resumed job begins. With `warmup`, the first items go at another pace
+    than the rest (a trainer's steps before its first update): no ETA until `warmed_up()`.
+    """
 
     def __init__(self, description: str, total: int, interval: float = 30.0,
-                 enabled: bool = True, console: Console | None = None) -> None:
+                 enabled: bool = True, console: Console | None = None, start: int = 0,
+                 warmup: bool = False) -> None:
         self.description = description
         self.total = total
         self.interval = interval
         self.console = console or Console(stderr=True)
         self.live = enabled and self.console.is_terminal
         self.plain = enabled and not self.live
+        self.start = start
         self.last_print = 0.0
-        # (time, completed) at the last plain lines: the ETA follows the recent rate, so a slow
-        # start (compiling, the first updates after random prefill steps) fades from it.
-        self.samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=RATE_LINES)
+        self.rate = Rate(time.monotonic(), start)
+        self.warm = not warmup
         self.bar: Progress | None = None
         self.task_id: Any = None
 
@@ -52,29 +86,38 @@ class ProgressReporter:
         if self.live:
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), console=self.console, transient=False,
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                TextColumn("eta [progress.remaining]{task.fields[eta]}"),
+                console=self.console, transient=False,
             )
             self.bar.start()
-            self.task_id = self.bar.add_task(self.description, total=self.total, info="")
+            self.task_id = self.bar.add_task(self.description, total=self.total,
+                                             completed=self.start, info="", eta=NO_ETA)
         return self
+
+    def warmed_up(self, completed: int) -> None:
+        """The job runs at its own pace from `completed` on: the ETA is measured from here."""
+        self.rate.restart(time.monotonic(), completed)
+        self.warm = True
+
+    def eta(self, now: float, completed: int) -> float | None:
+        return self.rate.eta(now, completed, self.total) if self.warm else None
 
     def update(self, completed: int, force: bool = False, **fields: Any) -> None:
         info = format_fields(fields)
-        if self.bar is not None:
-            self.bar.update(self.task_id, completed=completed, info=info)
-            return
         now = time.monotonic()
+        self.rate.add(now, completed)
+        if self.bar is not None:
+            eta = self.eta(now, completed)
+            self.bar.update(self.task_id, completed=completed, info=info,
+                            eta=NO_ETA if eta is None else format_seconds(eta))
+            return
         if self.plain and (force or now - self.last_print >= self.interval):
             self.last_print = now
-            then, before = self.samples[0]
-            self.samples.append((now, completed))
-            eta = ""
-            if before < completed < self.total and now > then:
-                rate = (completed - before) / (now - then)
-                eta = f" | eta {format_seconds((self.total - completed) / rate)}"
+            eta = self.eta(now, completed)
+            tail = "" if eta is None else f" | eta {format_seconds(eta)}"
             line = f"{self.description} {completed}/{self.total}"
-            sys.stderr.write(f"{line} | {info}{eta}\n" if info else f"{line}{eta}\n")
+            sys.stderr.write(f"{line} | {info}{tail}\n" if info else f"{line}{tail}\n")
             sys.stderr.flush()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

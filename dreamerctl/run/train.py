@@ -354,11 +354,16 @@ class Trainer:
         rates: dict[str, float] = {}
         # A signal during the build stops the run before its first step, on every rank.
         (self.stop_signal,) = world.max(self.signal or 0)
+        # Steps before the first update go many times faster than those after it: the ETA is
+        # measured from the first update of this session (a resumed run's comes at once).
+        updates_before = self.updates
         with ProgressReporter(f"train {self.task}", run.steps, interval=run.log_every,
-                              enabled=world.main) as bar:
+                              enabled=world.main, start=self.step, warmup=True) as bar:
             while self.step < run.steps and not self.stop_signal:
                 obs, state = self.collect(tracker, obs, state)
                 self.train_due(self.config.env.num_envs * world.size, self.window)
+                if not bar.warm and self.updates > updates_before:
+                    bar.warmed_up(self.step)
                 now = time.monotonic()
                 # Clocks and signals differ between ranks: every rank acts on what any rank saw,
                 # in one collective per iteration, so none enters a collective the others skip.

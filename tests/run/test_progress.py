@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from rich.console import Console
 
@@ -37,3 +39,64 @@ def test_plain_lines_without_progress_have_no_eta(monkeypatch: pytest.MonkeyPatc
         clock[0] = 10.0
         bar.update(5, force=True)
     assert capsys.readouterr().err.splitlines() == ["record 0/5 | score 1.5", "record 5/5"]
+
+
+def plain_lines(bar: ProgressReporter, clock: list[float], capsys: pytest.CaptureFixture[str],
+                steps: list[tuple[float, int]]) -> list[str]:
+    """Advance the fake clock to each (time, completed) and collect the printed lines."""
+    for now, completed in steps:
+        clock[0] = now
+        bar.update(completed)
+    return capsys.readouterr().err.splitlines()
+
+
+def test_no_eta_from_the_first_seconds(monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    with ProgressReporter("train", 1000, interval=10, console=Console(stderr=True)) as bar:
+        # One step after 0.5 s says nothing of the rate; 10 s of steps do.
+        lines = plain_lines(bar, clock, capsys, [(100.5, 1), (110.5, 21)])
+    assert lines == ["train 1/1000", "train 21/1000 | eta 0:08:09"]  # 979 steps at 2 steps/s
+
+
+def test_warmup_steps_do_not_count(monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    with ProgressReporter("train", 10_000, interval=10, console=Console(stderr=True),
+                          warmup=True) as bar:
+        # 500 steps in 20 s without updates, then 1 step per second with them.
+        before = plain_lines(bar, clock, capsys, [(10.0, 250), (20.0, 500)])
+        bar.warmed_up(500)
+        after = plain_lines(bar, clock, capsys, [(30.0, 510), (40.0, 520)])
+    assert before == ["train 250/10000", "train 500/10000"]
+    assert after == ["train 510/10000 | eta 2:38:10", "train 520/10000 | eta 2:38:00"]
+    # The rate since the start (520 steps in 40 s) would have said 0:12:09.
+
+
+def test_resumed_job_eta_counts_from_its_start(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    with ProgressReporter("train", 10_000, interval=10, console=Console(stderr=True),
+                          start=5000) as bar:
+        lines = plain_lines(bar, clock, capsys, [(110.0, 5010), (120.0, 5020)])
+    assert lines == ["train 5010/10000 | eta 1:23:10", "train 5020/10000 | eta 1:23:00"]
+
+
+def test_terminal_bar_shows_the_same_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with ProgressReporter("train", 1000, console=console, start=100, warmup=True) as bar:
+        assert bar.bar is not None
+        task = bar.bar.tasks[0]
+        assert task.completed == 100 and task.fields["eta"] == "-:--:--"
+        clock[0] = 10.0
+        bar.update(300)
+        assert task.fields["eta"] == "-:--:--"  # before the first update: not the job's pace
+        bar.warmed_up(300)
+        clock[0] = 20.0
+        bar.update(310)
+        assert task.fields["eta"] == "0:11:30"  # 690 steps at 1 step/s
