@@ -20,6 +20,10 @@ if not out.is_terminal:
 err = Console(stderr=True, soft_wrap=True)
 
 
+# Help texts are Rich markup: a literal "[" is written "\\[" in the source.
+LOGDIR_HELP = "Root of run directories \\[default: $DREAMERCTL_LOGDIR or ~/logdir]."
+
+
 def default_logdir() -> Path:
     return Path(os.environ.get("DREAMERCTL_LOGDIR") or "~/logdir").expanduser()
 

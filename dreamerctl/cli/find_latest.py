@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import logdir_or_default, out, print_json
+from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, out, print_json
 
 
 def find_latest(
     logdir: Path | None = typer.Option(
-        None, "--logdir", help="Root of run directories [default: $DREAMERCTL_LOGDIR or ~/logdir]."
+        None, "--logdir", help=LOGDIR_HELP
     ),
     task: str | None = typer.Option(None, "--task", help="Only runs of this task."),
     as_json: bool = typer.Option(

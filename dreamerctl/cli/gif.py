@@ -13,7 +13,7 @@ def gif(
     inputs: list[Path] = typer.Argument(..., help="MP4 files or folders holding MP4 files."),
     output: Path | None = typer.Option(
         None, "--output", "-o",
-        help="A .gif path (one input) or a folder [default: beside each input].",
+        help="A .gif path (one input) or a folder \\[default: beside each input].",
     ),
     stride: int = typer.Option(2, "--stride", min=1, help="Keep every stride-th frame."),
     fps: float = typer.Option(15, "--fps", min=0.1, help="GIF frames per second."),

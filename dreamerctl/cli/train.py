@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dreamerctl.cli.common import logdir_or_default, out
+from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, out
 
 if TYPE_CHECKING:
     from dreamerctl.config.loader import Override
@@ -23,7 +23,7 @@ def train(
     ),
     steps: int | None = typer.Option(None, "--steps", help="Total agent steps (run.steps)."),
     logdir: Path | None = typer.Option(
-        None, "--logdir", help="Root of run directories [default: $DREAMERCTL_LOGDIR or ~/logdir]."
+        None, "--logdir", help=LOGDIR_HELP
     ),
     seed: int | None = typer.Option(None, "--seed", help="run.seed"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (run.device)."),

@@ -87,3 +87,20 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_compare_json_and_csv_exclude_each_other(tmp_path: Path) -> None:
     assert_one_error(run_cli("compare", str(tmp_path), "--json", "--csv"), 2, "exclude")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_every_option_text_whole(command: str) -> None:
+    """Rich markup must not eat a help text: `[default: ...]` is a style tag unless escaped."""
+    import typer.main
+
+    from dreamerctl.cli.app import app
+
+    group = typer.main.get_command(app)
+    params = group.commands[command].params  # type: ignore[attr-defined]
+    result = run_cli(command, "--help", env={"COLUMNS": "400"})
+    shown = " ".join(result.stdout.split())
+    for param in params:
+        text = getattr(param, "help", None)
+        if text:
+            assert " ".join(text.replace("\\[", "[").split()) in shown, param.name
