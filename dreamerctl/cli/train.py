@@ -25,7 +25,9 @@ def train(
     logdir: Path | None = typer.Option(
         None, "--logdir", help=LOGDIR_HELP
     ),
-    seed: int | None = typer.Option(None, "--seed", help="run.seed"),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the envs, networks and replay (run.seed)."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (run.device)."),
     resume: str | None = typer.Option(
         None, "--resume", help="Continue a run: a checkpoint, a run directory or 'latest'."
