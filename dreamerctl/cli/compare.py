@@ -21,6 +21,10 @@ def compare(
     mode: str = typer.Option("sample", "--mode", help="sample | greedy."),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    random_agent: bool = typer.Option(
+        False, "--random-agent",
+        help="Add a row per task: random actions in its first checkpoint's env settings.",
+    ),
 ) -> None:
     """Evaluate checkpoints on the same seeds; rows sorted by mean score."""
     from dreamerctl.errors import UsageError
@@ -29,5 +33,6 @@ def compare(
     if as_json and as_csv:
         raise UsageError("--json and --csv exclude each other")
     rows = compare_checkpoints(checkpoints, logdir_or_default(logdir), episodes=episodes,
-                               seed=seed, mode=mode, device=device)
+                               seed=seed, mode=mode, device=device,
+                               random_agent=random_agent)
     print_rows(rows, COLUMNS, title="compare", as_json=as_json, as_csv=as_csv)

@@ -110,8 +110,10 @@ def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: i
 
 
 def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int, mode: str,
-                        device: str) -> list[dict[str, Any]]:
-    """Each checkpoint on its own task and the same seeds; rows sorted by mean, best first."""
+                        device: str, random_agent: bool = False) -> list[dict[str, Any]]:
+    """Each checkpoint on its own task and the same seeds; rows sorted by mean, best first.
+    With `random_agent`, one more row per task: uniform random actions in the env settings of
+    that task's first checkpoint (path "random", step 0, `env_from` that checkpoint)."""
     check_mode(mode)
     paths = []
     for spec in specs:
@@ -121,4 +123,11 @@ def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int
     if not paths:
         raise UsageError("compare needs at least one checkpoint")
     rows = [evaluate_checkpoint(p, None, episodes, seed, mode, device) for p in paths]
+    if random_agent:
+        first_of_task = {}
+        for row in rows:
+            first_of_task.setdefault(row["task"], row["path"])
+        for path in first_of_task.values():
+            row = evaluate_random(path, logdir, None, episodes, seed)
+            rows.append({**row, "path": "random", "env_from": path})
     return sorted(rows, key=lambda row: row["mean"], reverse=True)

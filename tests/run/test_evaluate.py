@@ -136,6 +136,32 @@ def test_compare_json_and_csv(logdir: Path) -> None:
         assert float(line["mean"]) == pytest.approx(by_path[line["path"]]["mean"])
 
 
+def test_compare_random_agent_rows(logdir: Path) -> None:
+    """One random row per task, in the env of that task's first checkpoint on the command line,
+    with the numbers `eval --random-agent` gives for that checkpoint on the same seeds."""
+    paths = sorted(str(p) for p in logdir.glob("dreamer_*/*/checkpoint.pt"))
+    code, stdout, stderr = cli(logdir, "compare", *paths, "--episodes", "4", "--seed", "2",
+                               "--random-agent", "--json")
+    assert code == 0, stderr
+    rows = json.loads(stdout)
+    assert len(rows) == 5
+    random_rows = {row["task"]: row for row in rows if row["path"] == "random"}
+    assert set(random_rows) == {"gym_CartPole-v1", "gym_Pendulum-v1"}
+    for task, row in random_rows.items():
+        first = next(p for p in paths if f"dreamer_{task}" in p)
+        assert row["env_from"] == first and row["mode"] == "random" and row["step"] == 0
+        code, stdout, stderr = cli(logdir, "eval", "--checkpoint", first, "--random-agent",
+                                   "--episodes", "4", "--seed", "2", "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["scores"] == row["scores"]
+    assert [row["mean"] for row in rows] == sorted((row["mean"] for row in rows), reverse=True)
+    code, stdout, _ = cli(logdir, "compare", paths[0], "--episodes", "1", "--random-agent",
+                          "--csv")
+    assert code == 0
+    assert sorted(line["path"] for line in csv.DictReader(io.StringIO(stdout))) == sorted(
+        [paths[0], "random"])
+
+
 def test_compare_run_dirs_and_latest(logdir: Path) -> None:
     run_dirs = sorted(str(p.parent) for p in logdir.glob("dreamer_*/*/checkpoint.pt"))
     code, stdout, stderr = cli(logdir, "compare", run_dirs[0], "latest", "--episodes", "1",
