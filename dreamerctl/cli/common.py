@@ -24,6 +24,19 @@ err = Console(stderr=True, soft_wrap=True)
 LOGDIR_HELP = "Root of run directories \\[default: $DREAMERCTL_LOGDIR or ~/logdir]."
 
 
+def agent_options(random_agent: bool, mode: str | None, device: str | None) -> tuple[str, str]:
+    """`--mode` and `--device` (defaults sample, auto) say how a checkpoint's agent acts and
+    where it runs; a random agent has neither, so giving them with `--random-agent` is an error
+    rather than silently ignored."""
+    from dreamerctl.errors import UsageError
+
+    given = [flag for flag, value in (("--mode", mode), ("--device", device)) if value is not None]
+    if random_agent and given:
+        raise UsageError(f"{' and '.join(given)} cannot be used with --random-agent: it acts "
+                         "uniformly at random, with no network")
+    return mode or "sample", device or "auto"
+
+
 def default_logdir() -> Path:
     return Path(os.environ.get("DREAMERCTL_LOGDIR") or "~/logdir").expanduser()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import logdir_or_default, print_json, print_rows
+from dreamerctl.cli.common import agent_options, logdir_or_default, print_json, print_rows
 
 COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", "ci95_high",
            "mean_length"]
@@ -26,16 +26,21 @@ def evaluate(
     ),
     episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to run."),
     seed: int = typer.Option(0, "--seed", help="Seed of the evaluation envs and policy."),
-    mode: str = typer.Option("sample", "--mode", help="sample (as DreamerV3 evaluates) | greedy."),
+    mode: str | None = typer.Option(
+        None, "--mode", help="sample (as DreamerV3 evaluates) | greedy \\[default: sample]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto | cpu | cuda \\[default: auto]."
+    ),
 ) -> None:
     """Evaluate a checkpoint: mean, std, min, max and a 95% bootstrap CI of the episode scores."""
     from dreamerctl.errors import UsageError
     from dreamerctl.run.evaluate import evaluate_checkpoint, evaluate_random
     from dreamerctl.run.rundir import resolve_checkpoint
 
+    mode, device = agent_options(random_agent, mode, device)
     if random_agent:
         result = evaluate_random(checkpoint, logdir_or_default(logdir), task, episodes, seed)
         title = f"random agent on {result['task']}"

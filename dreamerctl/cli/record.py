@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import logdir_or_default, out
+from dreamerctl.cli.common import agent_options, logdir_or_default, out
 
 
 def record(
@@ -33,13 +33,18 @@ def record(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier recording in the output folder."
     ),
-    mode: str = typer.Option("sample", "--mode", help="sample | greedy."),
+    mode: str | None = typer.Option(
+        None, "--mode", help="sample | greedy \\[default: sample]."
+    ),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto | cpu | cuda \\[default: auto]."
+    ),
 ) -> None:
     """Record episodes to <output>/episode_<NNN>_score_<score>.mp4 and episodes.jsonl."""
     from dreamerctl.run.record import record_from_cli
 
+    mode, device = agent_options(random_agent, mode, device)
     paths = record_from_cli(
         checkpoint=checkpoint, random_agent=random_agent, task=task, episodes=episodes,
         output=output, fps=fps, max_steps=max_steps, make_gif=make_gif, seed=seed,

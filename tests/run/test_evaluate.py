@@ -201,3 +201,17 @@ def test_record_with_model_on_images(tmp_path: Path) -> None:
                           "--max-steps", "5", "--output", str(tmp_path / "random"))
     assert code == 0, stderr
     assert read_frames(next((tmp_path / "random").glob("*.mp4"))).shape[1:] == (210, 160, 3)
+
+
+@pytest.mark.parametrize("command", ["eval", "record"])
+def test_agent_options_with_random_agent_are_refused(command: str, tmp_path: Path) -> None:
+    """--mode and --device choose how a network acts; a random agent has none, so they are an
+    error with --random-agent instead of being silently ignored."""
+    base = (command, "--checkpoint", "none", "--random-agent", "--task", "gym_CartPole-v1",
+            "--output", str(tmp_path / "v")) if command == "record" else (
+            command, "--checkpoint", "none", "--random-agent", "--task", "gym_CartPole-v1")
+    assert_one_error(run_cli(*base, "--mode", "greedy"), 2,
+                     "--mode cannot be used with --random-agent")
+    assert_one_error(run_cli(*base, "--mode", "sample", "--device", "cpu"), 2,
+                     "--mode and --device cannot be used with --random-agent")
+    assert not (tmp_path / "v").exists()
