@@ -1,7 +1,10 @@
 """Any registered gymnasium env (`gym_<EnvId>`, e.g. gym_CartPole-v1, gym_Pendulum-v1).
 
 A rank-1 Box observation becomes `vector` (float32), an (H, W, C) or (H, W) uint8 Box becomes
-`image` resized to cfg.size; Discrete actions are one-hot, Box actions lie in [-1, 1]. An id of
+`image` resized to cfg.size; any other space without an image in it (Discrete, MultiDiscrete,
+MultiBinary, Box of another rank, Tuple and Dict of these: FrozenLake, Taxi, Blackjack) becomes
+`vector` through gymnasium's `flatten`, Discrete parts one-hot. Discrete actions are one-hot,
+Box actions lie in [-1, 1]. An id of
 the form `module:EnvId` imports `module` first (gymnasium's convention for third-party envs).
 """
 
@@ -78,6 +81,7 @@ class Gym(Env):
             kwargs["max_episode_steps"] = cfg.time_limit * cfg.action_repeat
         self.env = gymnasium.make(env_id, **kwargs)
         self.obs_key, obs_space = observation_space(self.task, self.env.observation_space, cfg)
+        self.flat = self.obs_key == "vector" and len(self.env.observation_space.shape or ()) != 1
         self.keys = select_keys(self.task, [self.obs_key], cfg.obs_keys)
         self.obs_space = {self.obs_key: obs_space}
         self.act_space = action_space(self.task, self.env.action_space)
@@ -110,7 +114,11 @@ class Gym(Env):
             return int(space.start) + discrete_index(action)
         return rescale(action, space.low, space.high).astype(space.dtype)
 
-    def observe(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+    def observe(self, obs: Any) -> dict[str, np.ndarray]:
+        if self.flat:
+            from gymnasium.spaces import flatten
+
+            obs = flatten(self.env.observation_space, obs)
         if self.obs_key == "vector":
             return {"vector": np.asarray(obs, dtype=np.float32)}
         return {"image": resize(np.asarray(obs, dtype=np.uint8), self.cfg.size)}
@@ -132,15 +140,41 @@ def observation_space(task: str, space: Any, cfg: EnvConfig) -> tuple[str, Space
 
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
         return "vector", Space((int(space.shape[0]),), "float32")
-    is_image = len(space.shape or ()) == 2 or (
-        len(space.shape or ()) == 3 and space.shape[-1] in (1, 3)
-    )
-    if isinstance(space, spaces.Box) and space.dtype == np.uint8 and is_image:
+    if is_image(space):
         return "image", Space((*cfg.size, 3), "uint8")
+    size = flat_size(space)
+    if size is not None:
+        return "vector", Space((size,), "float32")
     raise UsageError(
-        f"{task} has observation space {space}: supported are rank-1 Box (vector) and "
-        "uint8 (H, W, C) Box (image)"
+        f"{task} has observation space {space}: supported are a uint8 (H, W, C) Box (image) "
+        "or spaces without images that flatten to a vector (Box, Discrete, MultiDiscrete, "
+        "MultiBinary, and Tuple or Dict of these)"
     )
+
+
+def is_image(space: Any) -> bool:
+    from gymnasium import spaces
+
+    rank = len(space.shape or ())
+    shaped = rank == 2 or (rank == 3 and space.shape[-1] in (1, 3))
+    return isinstance(space, spaces.Box) and space.dtype == np.uint8 and shaped
+
+
+def flat_size(space: Any) -> int | None:
+    """The length of `space` flattened by gymnasium (Discrete one-hot, Tuple and Dict parts
+    concatenated); None when it holds an image (flattened pixels would lose their layout) or
+    a part gymnasium cannot flatten to a fixed size (Text, Graph, Sequence)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Tuple | spaces.Dict):
+        parts = space.spaces.values() if isinstance(space, spaces.Dict) else space.spaces
+        if any(flat_size(part) is None for part in parts):
+            return None
+    elif is_image(space) or not isinstance(
+        space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary
+    ):
+        return None
+    return int(spaces.flatdim(space))
 
 
 def action_space(task: str, space: Any) -> ActSpace:

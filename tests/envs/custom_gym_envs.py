@@ -62,6 +62,32 @@ class GreyImage(gymnasium.Env):
         return np.zeros((20, 30, 3), np.uint8)
 
 
+class Sampled(gymnasium.Env):
+    metadata = {"render_modes": ["rgb_array"]}  # noqa: RUF012 - gymnasium's convention
+
+    def __init__(self, observation_space: spaces.Space, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+        self.observation_space = observation_space
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: int) -> tuple[Any, float, bool, bool, dict]:
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+    def render(self) -> np.ndarray:
+        return np.zeros((8, 8, 3), np.uint8)
+
+
 gymnasium.register("GreyImage-v0", entry_point=GreyImage)
+gymnasium.register("DictVector-v0", entry_point=Sampled, kwargs={"observation_space": spaces.Dict(
+    {"pos": spaces.Box(-1.0, 1.0, (2,), np.float32), "mode": spaces.Discrete(3, start=1),
+     "bits": spaces.MultiBinary(2)})})
+gymnasium.register("DictImage-v0", entry_point=Sampled, kwargs={"observation_space": spaces.Dict(
+    {"image": spaces.Box(0, 255, (20, 30, 3), np.uint8),
+     "pos": spaces.Box(-1.0, 1.0, (2,), np.float32)})})
 gymnasium.register("Flaky-v0", entry_point=Flaky, kwargs={"crash_step": 3})
 gymnasium.register("Broken-v0", entry_point=Flaky, kwargs={"crash_step": 1})

@@ -1,13 +1,19 @@
-"""The env contract on gymnasium CartPole (discrete, terminates) and Pendulum (continuous)."""
+"""The env contract on gymnasium envs: CartPole (discrete, terminates), Pendulum (continuous),
+images, and spaces flattened to a vector (FrozenLake, Blackjack, Dicts)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dreamerctl.config import EnvConfig
 from dreamerctl.envs import make_env
+from dreamerctl.errors import UsageError
+from dreamerctl.run.evaluate import evaluate_checkpoint
+from dreamerctl.run.train import train_from_cli
 
 EnvCfg = Callable[..., EnvConfig]
 CheckStep = Callable[..., None]
@@ -94,3 +100,67 @@ def test_grey_image_observations_become_rgb(
     np.testing.assert_array_equal(obs["image"][..., 0], obs["image"][..., 1])
     assert obs["reward"] == np.float32(3.0 - 1.5)  # Box [-3, 3]: (1, -0.5) -> (3, -1.5)
     env.close()
+
+
+def test_discrete_observations_become_one_hot(env_cfg: EnvCfg, check_step: CheckStep) -> None:
+    """FrozenLake observes its cell as Discrete(16): the vector is that cell one-hot."""
+    env = make_env("gym_FrozenLake-v1", env_cfg("gym_FrozenLake-v1"), seed=0)
+    assert set(env.obs_space) == {"vector"} and env.obs_space["vector"].shape == (16,)
+    obs = env.reset()
+    check_step(obs, env.obs_space, first=True)
+    np.testing.assert_array_equal(obs["vector"], np.eye(16, dtype=np.float32)[0])  # the start
+    rng = np.random.default_rng(0)
+    cells = set()
+    for _ in range(40):
+        obs = env.step(env.act_space.sample(rng))
+        check_step(obs, env.obs_space, first=False)
+        cell = int(env.env.unwrapped.s)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(obs["vector"], np.eye(16, dtype=np.float32)[cell])
+        cells.add(cell)
+        if obs["is_last"]:
+            obs = env.reset()
+    assert len(cells) > 2
+    env.close()
+
+
+def test_tuple_observations_are_concatenated(env_cfg: EnvCfg) -> None:
+    """Blackjack observes (player sum, dealer card, usable ace) as Tuple(Discrete(32),
+    Discrete(11), Discrete(2)): three one-hots side by side."""
+    env = make_env("gym_Blackjack-v1", env_cfg("gym_Blackjack-v1"), seed=3)
+    assert env.obs_space["vector"].shape == (32 + 11 + 2,)
+    vector = env.reset()["vector"]
+    player, dealer, ace = env.env.unwrapped._get_obs()  # type: ignore[attr-defined]
+    assert vector.sum() == 3
+    assert vector[player] == vector[32 + dealer] == vector[43 + int(ace)] == 1
+    env.close()
+
+
+def test_dict_observations(env_cfg: EnvCfg, check_step: CheckStep, custom_envs: None) -> None:
+    """A Dict of Box, Discrete and MultiBinary parts flattens to one vector in gymnasium's
+    (sorted key) order; a Dict holding an image is refused, as its pixels would lose their
+    layout in a vector."""
+    task = "gym_custom_gym_envs:DictVector-v0"
+    env = make_env(task, env_cfg(task), seed=0)
+    assert env.obs_space["vector"].shape == (2 + 3 + 2,)  # bits, mode (one-hot of 3), pos
+    for obs in [env.reset(), env.step(np.array([1.0, 0.0], np.float32))]:
+        check_step(obs, env.obs_space, first=obs["is_first"])
+        bits, mode, pos = obs["vector"][:2], obs["vector"][2:5], obs["vector"][5:]
+        assert set(bits.tolist()) <= {0.0, 1.0} and mode.sum() == 1
+        assert np.all(np.abs(pos) <= 1) and np.all(pos != 0)
+    env.close()
+    task = "gym_custom_gym_envs:DictImage-v0"
+    with pytest.raises(UsageError) as error:
+        make_env(task, env_cfg(task), seed=0)
+    assert str(error.value).startswith(f"{task} has observation space Dict(")
+    assert str(error.value).endswith(
+        "supported are a uint8 (H, W, C) Box (image) or spaces without images that flatten to "
+        "a vector (Box, Discrete, MultiDiscrete, MultiBinary, and Tuple or Dict of these)")
+
+
+def test_train_on_a_discrete_observation_env(tmp_path: Path) -> None:
+    """The whole path (replay, world model, checkpoint, eval) on FrozenLake's one-hot cells."""
+    run_dir = train_from_cli("gym_FrozenLake-v1", ["debug"], ["run.steps=40", 'run.device="cpu"'],
+                             tmp_path, None)
+    result = evaluate_checkpoint(run_dir / "checkpoint.pt", None, 2, 0, "sample", "cpu")
+    assert result["task"] == "gym_FrozenLake-v1" and result["episodes"] == 2
+    assert set(result["scores"]) <= {0.0, 1.0}
