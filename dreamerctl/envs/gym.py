@@ -1,17 +1,19 @@
 """Any registered gymnasium env (`gym_<EnvId>`, e.g. gym_CartPole-v1, gym_Pendulum-v1).
 
-A rank-1 Box observation becomes `vector` (float32), an (H, W, C) or (H, W) uint8 Box becomes
-`image` resized to cfg.size; any other space without an image in it (Discrete, MultiDiscrete,
-MultiBinary, Box of another rank, Tuple and Dict of these: FrozenLake, Taxi, Blackjack) becomes
-`vector` through gymnasium's `flatten`, Discrete parts one-hot. Discrete actions are one-hot,
-Box actions lie in [-1, 1]. An id of
-the form `module:EnvId` imports `module` first (gymnasium's convention for third-party envs).
+An (H, W, C) or (H, W) uint8 Box observation becomes `image` resized to cfg.size; a space
+without an image in it (Box, Discrete, MultiDiscrete, MultiBinary, Tuple and Dict of these:
+CartPole, FrozenLake, Taxi, Blackjack) becomes `vector` through gymnasium's `flatten` (float32,
+Discrete parts one-hot); a Dict with one image entry gives both, the image and the rest flattened.
+Discrete actions are one-hot, Box actions lie in [-1, 1]. An id of the form `module:EnvId`
+imports `module` first (gymnasium's convention for third-party envs).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -80,10 +82,10 @@ class Gym(Env):
         if cfg.time_limit > 0:  # the TimeLimit wrapper counts agent steps; keep gym's out of it
             kwargs["max_episode_steps"] = cfg.time_limit * cfg.action_repeat
         self.env = gymnasium.make(env_id, **kwargs)
-        self.obs_key, obs_space = observation_space(self.task, self.env.observation_space, cfg)
-        self.flat = self.obs_key == "vector" and len(self.env.observation_space.shape or ()) != 1
-        self.keys = select_keys(self.task, [self.obs_key], cfg.obs_keys)
-        self.obs_space = {self.obs_key: obs_space}
+        self.layout = Layout.of(self.task, self.env.observation_space)
+        offered = self.layout.spaces(cfg)
+        self.keys = select_keys(self.task, list(offered), cfg.obs_keys)
+        self.obs_space = {key: offered[key] for key in self.keys}
         self.act_space = action_space(self.task, self.env.action_space)
         self.seed: int | None = seed
         self.env.action_space.seed(seed)
@@ -115,13 +117,7 @@ class Gym(Env):
         return rescale(action, space.low, space.high).astype(space.dtype)
 
     def observe(self, obs: Any) -> dict[str, np.ndarray]:
-        if self.flat:
-            from gymnasium.spaces import flatten
-
-            obs = flatten(self.env.observation_space, obs)
-        if self.obs_key == "vector":
-            return {"vector": np.asarray(obs, dtype=np.float32)}
-        return {"image": resize(np.asarray(obs, dtype=np.uint8), self.cfg.size)}
+        return self.layout.split(obs, self.keys, self.cfg.size)
 
     def render(self) -> np.ndarray:
         """The env's rgb_array frame at its own size, uint8 (H, W, 3)."""
@@ -134,22 +130,56 @@ class Gym(Env):
         self.env.close()
 
 
-def observation_space(task: str, space: Any, cfg: EnvConfig) -> tuple[str, Space]:
-    """A gymnasium observation space -> ("vector", Space) or ("image", Space)."""
-    from gymnasium import spaces
+@dataclass(frozen=True)
+class Layout:
+    """Where our keys lie in a gymnasium observation: `image` is None (no image), "" (the whole
+    observation) or the Dict entry holding it; `vector` is the space flattened into `vector`
+    (the whole observation, or the Dict without its image), None when nothing is left."""
 
-    if isinstance(space, spaces.Box) and len(space.shape) == 1:
-        return "vector", Space((int(space.shape[0]),), "float32")
-    if is_image(space):
-        return "image", Space((*cfg.size, 3), "uint8")
-    size = flat_size(space)
-    if size is not None:
-        return "vector", Space((size,), "float32")
-    raise UsageError(
-        f"{task} has observation space {space}: supported are a uint8 (H, W, C) Box (image) "
-        "or spaces without images that flatten to a vector (Box, Discrete, MultiDiscrete, "
-        "MultiBinary, and Tuple or Dict of these)"
-    )
+    image: str | None
+    vector: Any
+
+    @staticmethod
+    def of(task: str, space: Any) -> Layout:
+        from gymnasium import spaces
+
+        if is_image(space):
+            return Layout("", None)
+        if flat_size(space) is not None:
+            return Layout(None, space)
+        if isinstance(space, spaces.Dict):
+            images = [key for key, part in space.spaces.items() if is_image(part)]
+            rest = spaces.Dict({k: v for k, v in space.spaces.items() if k not in images})
+            if len(images) == 1 and flat_size(rest) is not None:
+                return Layout(images[0], rest if rest.spaces else None)
+        raise UsageError(
+            f"{task} has observation space {space}: supported are a uint8 (H, W, C) Box (image), "
+            "spaces without images that flatten to a vector (Box, Discrete, MultiDiscrete, "
+            "MultiBinary, and Tuple or Dict of these), and a Dict of one such image and such parts"
+        )
+
+    def spaces(self, cfg: EnvConfig) -> dict[str, Space]:
+        """Our observation spaces, image first (the order select_keys keeps)."""
+        out = {}
+        if self.image is not None:
+            out["image"] = Space((*cfg.size, 3), "uint8")
+        if self.vector is not None:
+            out["vector"] = Space((int(flat_size(self.vector) or 0),), "float32")
+        return out
+
+    def split(self, obs: Any, keys: list[str], size: Sequence[int]) -> dict[str, np.ndarray]:
+        """A gymnasium observation -> our `keys` of it."""
+        out = {}
+        if "image" in keys:
+            frame = obs if self.image == "" else obs[self.image]
+            out["image"] = resize(np.asarray(frame, dtype=np.uint8), size)
+        if "vector" in keys:
+            from gymnasium.spaces import flatten
+
+            if self.image:
+                obs = {key: obs[key] for key in self.vector.spaces}
+            out["vector"] = np.asarray(flatten(self.vector, obs), dtype=np.float32)
+        return out
 
 
 def is_image(space: Any) -> bool:
@@ -160,17 +190,24 @@ def is_image(space: Any) -> bool:
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and shaped
 
 
+def pixels(space: Any) -> bool:
+    """A uint8 Box of rank 2 or more: an image, or frames we do not read (RGBA, stacks)."""
+    from gymnasium import spaces
+
+    return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2
+
+
 def flat_size(space: Any) -> int | None:
     """The length of `space` flattened by gymnasium (Discrete one-hot, Tuple and Dict parts
-    concatenated); None when it holds an image (flattened pixels would lose their layout) or
-    a part gymnasium cannot flatten to a fixed size (Text, Graph, Sequence)."""
+    concatenated); None when it holds pixels (flattened, they would lose their layout) or a
+    part gymnasium cannot flatten to a fixed size (Text, Graph, Sequence)."""
     from gymnasium import spaces
 
     if isinstance(space, spaces.Tuple | spaces.Dict):
         parts = space.spaces.values() if isinstance(space, spaces.Dict) else space.spaces
         if any(flat_size(part) is None for part in parts):
             return None
-    elif is_image(space) or not isinstance(
+    elif pixels(space) or not isinstance(
         space, spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary
     ):
         return None

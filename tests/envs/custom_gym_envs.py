@@ -89,5 +89,12 @@ gymnasium.register("DictVector-v0", entry_point=Sampled, kwargs={"observation_sp
 gymnasium.register("DictImage-v0", entry_point=Sampled, kwargs={"observation_space": spaces.Dict(
     {"image": spaces.Box(0, 255, (20, 30, 3), np.uint8),
      "pos": spaces.Box(-1.0, 1.0, (2,), np.float32)})})
+gymnasium.register("TwoImages-v0", entry_point=Sampled, kwargs={"observation_space": spaces.Dict(
+    {"a": spaces.Box(0, 255, (8, 8, 3), np.uint8), "b": spaces.Box(0, 255, (8, 8), np.uint8)})})
+gymnasium.register("Rgba-v0", entry_point=Sampled, kwargs={
+    "observation_space": spaces.Box(0, 255, (8, 8, 4), np.uint8)})
+gymnasium.register("ImageAndText-v0", entry_point=Sampled, kwargs={
+    "observation_space": spaces.Dict({"image": spaces.Box(0, 255, (8, 8, 3), np.uint8),
+                                      "mission": spaces.Text(10)})})
 gymnasium.register("Flaky-v0", entry_point=Flaky, kwargs={"crash_step": 3})
 gymnasium.register("Broken-v0", entry_point=Flaky, kwargs={"crash_step": 1})

@@ -1,5 +1,5 @@
 """The env contract on gymnasium envs: CartPole (discrete, terminates), Pendulum (continuous),
-images, and spaces flattened to a vector (FrozenLake, Blackjack, Dicts)."""
+images, spaces flattened to a vector (FrozenLake, Blackjack, Dicts), Dicts with an image."""
 
 from __future__ import annotations
 
@@ -137,8 +137,7 @@ def test_tuple_observations_are_concatenated(env_cfg: EnvCfg) -> None:
 
 def test_dict_observations(env_cfg: EnvCfg, check_step: CheckStep, custom_envs: None) -> None:
     """A Dict of Box, Discrete and MultiBinary parts flattens to one vector in gymnasium's
-    (sorted key) order; a Dict holding an image is refused, as its pixels would lose their
-    layout in a vector."""
+    (sorted key) order; a Dict with one image entry gives `image` and the rest as `vector`."""
     task = "gym_custom_gym_envs:DictVector-v0"
     env = make_env(task, env_cfg(task), seed=0)
     assert env.obs_space["vector"].shape == (2 + 3 + 2,)  # bits, mode (one-hot of 3), pos
@@ -149,12 +148,39 @@ def test_dict_observations(env_cfg: EnvCfg, check_step: CheckStep, custom_envs: 
         assert np.all(np.abs(pos) <= 1) and np.all(pos != 0)
     env.close()
     task = "gym_custom_gym_envs:DictImage-v0"
+    cfg = env_cfg(task, "env.size=[16, 16]", 'env.obs_keys=["image", "vector"]')
+    env = make_env(task, cfg, seed=0)
+    assert env.obs_space["image"].shape == (16, 16, 3)
+    assert env.obs_space["vector"].shape == (2,)
+    for obs in [env.reset(), env.step(np.array([1.0, 0.0], np.float32))]:
+        check_step(obs, env.obs_space, first=obs["is_first"])
+        assert obs["image"].std() > 20  # the sampled noise image, resized
+        assert np.all(np.abs(obs["vector"]) <= 1) and np.all(obs["vector"] != 0)
+    env.close()
+    for keys in ["image"], ["vector"]:  # obs_keys picks from what the Dict offers
+        env = make_env(task, env_cfg(task, f"env.obs_keys={keys}".replace("'", '"')), seed=0)
+        assert list(env.obs_space) == keys and set(keys) < set(env.reset())
+        env.close()
+
+
+@pytest.mark.parametrize("env_id, space", [
+    ("TwoImages-v0", "Dict('a': Box(0, 255, (8, 8, 3), uint8), 'b': Box(0, 255, (8, 8), uint8))"),
+    ("Rgba-v0", "Box(0, 255, (8, 8, 4), uint8)"),
+    ("ImageAndText-v0", "Dict('image': Box(0, 255, (8, 8, 3), uint8), 'mission': Text("),
+])
+def test_observations_that_do_not_fit_are_refused(
+    env_cfg: EnvCfg, custom_envs: None, env_id: str, space: str,
+) -> None:
+    """Two images, pixels that are no RGB/grey image (flattened they would lose their layout),
+    and parts of no fixed size: one error naming the space and what is supported."""
+    task = f"gym_custom_gym_envs:{env_id}"
     with pytest.raises(UsageError) as error:
         make_env(task, env_cfg(task), seed=0)
-    assert str(error.value).startswith(f"{task} has observation space Dict(")
+    assert str(error.value).startswith(f"{task} has observation space {space}")
     assert str(error.value).endswith(
-        "supported are a uint8 (H, W, C) Box (image) or spaces without images that flatten to "
-        "a vector (Box, Discrete, MultiDiscrete, MultiBinary, and Tuple or Dict of these)")
+        "supported are a uint8 (H, W, C) Box (image), spaces without images that flatten to a "
+        "vector (Box, Discrete, MultiDiscrete, MultiBinary, and Tuple or Dict of these), and a "
+        "Dict of one such image and such parts")
 
 
 def test_train_on_a_discrete_observation_env(tmp_path: Path) -> None:
