@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,13 @@ def checkpoints_under(logdir: Path, task: str | None = None) -> list[Path]:
     if not logdir.is_dir():
         return []
     pattern = f"{PREFIX}{task}/*/{CHECKPOINT}" if task else f"{PREFIX}*/*/{CHECKPOINT}"
+    return newest_first(logdir.glob(pattern))
+
+
+def newest_first(paths: Iterable[Path]) -> list[Path]:
+    """`paths` sorted by modification time, newest first; vanished files are left out."""
     found = []
-    for path in logdir.glob(pattern):
+    for path in paths:
         try:
             found.append((path.stat().st_mtime, path))
         except OSError:
@@ -91,13 +97,22 @@ def resolve_checkpoint(spec: str, logdir: Path, task: str | None = None) -> Path
     if path.is_dir():
         candidate = path / CHECKPOINT
         if not candidate.is_file():
-            raise RunError(f"no {CHECKPOINT} in run directory {path}")
+            raise RunError(f"no {CHECKPOINT} in run directory {path}{runs_inside(path)}")
         return candidate
     if not path.exists():
         raise RunError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise UsageError(f"not a checkpoint file: {path}")
     return path
+
+
+def runs_inside(path: Path) -> str:
+    """A hint for a logdir or `dreamer_<task>` folder given where a run directory was meant."""
+    inside = checkpoints_under(path) or newest_first(path.glob(f"*/{CHECKPOINT}"))
+    if not inside:
+        return ""
+    runs = f"{len(inside)} runs, the newest" if len(inside) > 1 else "1 run"
+    return f"; it holds {runs}: {inside[0].parent}"
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

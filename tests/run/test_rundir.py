@@ -55,8 +55,21 @@ def test_resolve_checkpoint(tmp_path: Path) -> None:
     assert rundir.resolve_checkpoint("latest", tmp_path) == path
     with pytest.raises(RunError, match="checkpoint not found"):
         rundir.resolve_checkpoint(str(tmp_path / "x.pt"), tmp_path)
-    with pytest.raises(RunError, match=r"no checkpoint\.pt in run directory"):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RunError) as error:
+        rundir.resolve_checkpoint(str(empty), tmp_path)
+    assert str(error.value) == f"no checkpoint.pt in run directory {empty}"
+    # A logdir or a task folder where a run directory was meant: say which runs it holds.
+    with pytest.raises(RunError) as error:
         rundir.resolve_checkpoint(str(tmp_path), tmp_path)
+    assert str(error.value) == (
+        f"no checkpoint.pt in run directory {tmp_path}; it holds 1 run: {path.parent}")
+    newer = fake_run(tmp_path, "atari_pong", 9, 2000)
+    with pytest.raises(RunError) as error:
+        rundir.resolve_checkpoint(str(path.parent.parent), tmp_path)
+    assert str(error.value) == (f"no checkpoint.pt in run directory {path.parent.parent}; "
+                                f"it holds 2 runs, the newest: {newer.parent}")
 
 
 def test_jsonl_survives_a_torn_line(tmp_path: Path) -> None:
