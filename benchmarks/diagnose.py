@@ -10,6 +10,10 @@ Four reports, each on the run's latest checkpoint and the last steps of its repl
 - policy: quantiles of the policy's mean and standard deviation (continuous actions) or its
   entropy (discrete) over the last replayed steps, and how many executed actions sat at a bound.
   A mean pinned at +-1 with a wide std is the saturated actor of RESULTS "Why DMC cartpole...".
+- reward: the reward head on the posteriors of the last replayed steps (resets left out).
+  Where the recorded reward is 0, its mean prediction divided by (1 - discount) is the "phantom"
+  value that this residual alone adds to every live state: against a small real return it can
+  make staying alive the goal (RESULTS "Flattened observations: FrozenLake").
 - model: open-loop accuracy of the world model. After `--context` posterior steps, the prior is
   rolled with the recorded actions; the decoded vector observation and the predicted reward are
   compared with the recorded ones after 1, 5 and `--horizon` steps (RMSE per vector dimension,
@@ -70,6 +74,11 @@ def rounded(x: Any, digits: int = 3) -> Any:
     return np.round(np.asarray(x, dtype=np.float64), digits).tolist()
 
 
+def significant(x: Any, digits: int = 3) -> list[float]:
+    """Numbers rounded to `digits` significant digits: values of 0.03 and of 900 both show."""
+    return [float(f"{v:.{digits}g}") for v in np.asarray(x, dtype=np.float64).ravel()]
+
+
 def window(data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
     return {key: value[index] for key, value in data.items()}
 
@@ -100,8 +109,8 @@ def value_report(agent: Any, data: dict[str, np.ndarray], count: int) -> list[di
             ret[t] = reward[t + 1] + gamma * ret[t + 1]
         steps = np.unique(np.linspace(0, len(reward) - 1, 9).astype(int))
         out.append({"score": float(reward.sum()), "length": int(end - first),
-                    "steps": steps.tolist(), "value": rounded(value[steps], 1),
-                    "return": rounded(ret[steps], 1)})
+                    "steps": steps.tolist(), "value": significant(value[steps]),
+                    "return": significant(ret[steps])})
     return out
 
 
@@ -121,6 +130,27 @@ def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[st
         out["mean"] = rounded(np.quantile(loc, quantiles, axis=0).T, 2)
         out["std"] = rounded(np.quantile(std, quantiles, axis=0).T, 2)
         out["at_bound"] = rounded((np.abs(action) > 0.95).mean(0))
+    return out
+
+
+@torch.no_grad()
+def reward_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
+    ep = window(data, np.arange(max(0, len(data["reward"]) - last), len(data["reward"]))[None])
+    starts = agent.encode_starts(ep)
+    pred = agent.wm.reward(agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}))
+    pred = pred.mean()[0].cpu().numpy().astype(np.float64)
+    # The reward that came with a reset observation is 0 by convention, not an outcome.
+    keep = ~ep["is_first"][0]
+    pred, true = pred[keep], ep["reward"][0][keep].astype(np.float64)
+    zero = true == 0
+    out: dict[str, Any] = {"steps": int(true.size), "zero_steps": int(zero.sum())}
+    if zero.any():
+        bias = float(pred[zero].mean())
+        out["pred_at_zero_mean"] = significant([bias])[0]
+        out["pred_at_zero_max_abs"] = significant([np.abs(pred[zero]).max()])[0]
+        out["phantom_value"] = significant([bias / (1 - agent.behavior.discount)])[0]
+    if (~zero).any():
+        out["mae_at_nonzero"] = significant([np.abs(pred[~zero] - true[~zero]).mean()])[0]
     return out
 
 
@@ -235,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": str(args.run), "step": loaded.step, "replay_steps": len(data["reward"]),
         "values": value_report(agent, data, args.episodes),
         "policy": policy_report(agent, data, args.last),
+        "reward": reward_report(agent, data, args.last),
         "model": model_report(agent, data, args.context, args.horizon, args.windows, rng),
         "gradient": gradient_report(agent, data, args.samples, rng),
     }
@@ -252,13 +283,22 @@ def print_report(report: dict[str, Any]) -> None:
     for ep in report["values"]:
         print(f"  episode score {ep['score']:.1f}, {ep['length']} steps")
         print("    t:     " + " ".join(f"{t:7d}" for t in ep["steps"]))
-        print("    V:     " + " ".join(f"{v:7.1f}" for v in ep["value"]))
-        print("    return:" + " ".join(f"{v:7.1f}" for v in ep["return"]))
+        print("    V:     " + " ".join(f"{v:7.3g}" for v in ep["value"]))
+        print("    return:" + " ".join(f"{v:7.3g}" for v in ep["return"]))
     pol = report["policy"]
     print(f"\npolicy over the last {pol['steps']} replayed steps, quantiles {pol['quantiles']}")
     for key in ("mean", "std", "entropy", "at_bound", "action_share"):
         if key in pol:
             print(f"  {key}: {pol[key]}")
+    rew = report["reward"]
+    print(f"\nreward head over {rew['steps']} of the last replayed steps (no resets), "
+          f"{rew['zero_steps']} with reward 0")
+    if "pred_at_zero_mean" in rew:
+        print(f"  prediction where 0: mean {rew['pred_at_zero_mean']}, max |.| "
+              f"{rew['pred_at_zero_max_abs']}; as a value (mean / (1 - discount)) "
+              f"{rew['phantom_value']}")
+    if "mae_at_nonzero" in rew:
+        print(f"  MAE where not 0: {rew['mae_at_nonzero']}")
     mod = report["model"]
     print(f"\nmodel open loop over {mod['windows']} windows, after {mod['after_steps']} steps")
     print(f"  reward MAE: {mod['reward_mae']}")

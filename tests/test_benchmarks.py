@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -135,6 +137,10 @@ def test_diagnose_reports_values_policy_model_and_gradient(tmp_path: Path) -> No
     low, *_, high = policy["std"][0]  # one action dimension, quantiles 0..1 of its std
     assert 0.1 <= low <= high <= 1.0  # actor_critic.min_std, max_std
     assert 0.0 <= policy["at_bound"][0] <= 1.0
+    reward = report["reward"]  # Pendulum's reward is never exactly 0
+    assert 47 <= reward["steps"] <= 48  # the last 50 steps hold 2 or 3 resets, left out
+    assert reward["zero_steps"] == 0 and "phantom_value" not in reward
+    assert reward["mae_at_nonzero"] > 0
     model = report["model"]
     assert model["windows"] == 8 and model["after_steps"] == [1, 3]
     for key in ("vector_rmse", "unchanged_rmse"):
@@ -147,7 +153,7 @@ def test_diagnose_reports_values_policy_model_and_gradient(tmp_path: Path) -> No
 
 
 def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> None:
-    run = train_debug("gym_CartPole-v1", tmp_path / "logs", "env.obs_keys=[\"vector\"]")
+    run = train_debug("gym_FrozenLake-v1", tmp_path / "logs", "env.obs_keys=[\"vector\"]")
     result = script("diagnose.py", str(run), "--json", "--context", "4", "--horizon", "3",
                     "--windows", "4")
     assert result.returncode == 0, result.stderr
@@ -155,6 +161,10 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert report["gradient"] is None  # no dynamics gradient for discrete actions
     share = report["policy"]["action_share"]  # of one-hot actions, each rounded to 3 digits
     assert abs(sum(share) - 1.0) <= 0.0005 * len(share) + 1e-9
+    reward = report["reward"]  # FrozenLake's reward is 0 but at the goal
+    assert 0 < reward["steps"] < 80  # the resets are left out
+    assert reward["zero_steps"] >= reward["steps"] - 2
+    assert reward["phantom_value"] == pytest.approx(reward["pred_at_zero_mean"] * 333, rel=0.01)
     missing = script("diagnose.py", str(tmp_path))
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: no checkpoint.pt in {tmp_path}"
