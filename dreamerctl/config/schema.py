@@ -6,9 +6,9 @@ Sections map one to one onto components: `run` (the runner), `env` (environments
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -44,6 +44,23 @@ class DmcConfig(Section):
     render_size: list[int] = Field(min_length=2, max_length=2)
 
 
+class GymConfig(Section):
+    kwargs: dict[str, Any] = Field(
+        description="gymnasium.make keyword arguments of gym_ tasks, e.g. {is_slippery = false}."
+    )
+
+    @field_validator("kwargs")
+    @classmethod
+    def _check_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        owned = {"render_mode": "dreamerctl renders rgb_array frames itself",
+                 "max_episode_steps": "set env.time_limit (agent steps) instead",
+                 "disable_env_checker": "dreamerctl checks the spaces itself"}
+        for key, why in owned.items():
+            if key in kwargs:
+                raise ValueError(f"env.gym.kwargs.{key} cannot be set: {why}")
+        return kwargs
+
+
 class EnvConfig(Section):
     num_envs: int = Field(ge=1)
     parallel: bool
@@ -53,6 +70,7 @@ class EnvConfig(Section):
     obs_keys: list[Literal["image", "vector"]] = Field(min_length=1)
     atari: AtariConfig
     dmc: DmcConfig
+    gym: GymConfig
 
     @model_validator(mode="after")
     def _check_size(self) -> EnvConfig:

@@ -81,7 +81,14 @@ class Gym(Env):
         kwargs: dict[str, Any] = {"render_mode": "rgb_array", "disable_env_checker": True}
         if cfg.time_limit > 0:  # the TimeLimit wrapper counts agent steps; keep gym's out of it
             kwargs["max_episode_steps"] = cfg.time_limit * cfg.action_repeat
-        self.env = gymnasium.make(env_id, **kwargs)
+        try:
+            self.env = gymnasium.make(env_id, **cfg.gym.kwargs, **kwargs)
+        except TypeError as e:
+            if not cfg.gym.kwargs:
+                raise
+            why = str(e).split(" was raised from the environment creator")[0]  # gymnasium's tail
+            raise UsageError(f"env.gym.kwargs {cfg.gym.kwargs} do not fit {self.task}: {why}") \
+                from None
         self.layout = Layout.of(self.task, self.env.observation_space)
         offered = self.layout.spaces(cfg)
         self.keys = select_keys(self.task, list(offered), cfg.obs_keys)

@@ -123,6 +123,25 @@ def test_discrete_observations_become_one_hot(env_cfg: EnvCfg, check_step: Check
     env.close()
 
 
+def test_gym_kwargs_reach_gymnasium_make(env_cfg: EnvCfg) -> None:
+    """env.gym.kwargs: the 8x8 map without slipping, so moves are deterministic; a keyword the
+    env does not take is one error naming it."""
+    task = "gym_FrozenLake-v1"
+    cfg = env_cfg(task, 'env.gym.kwargs={is_slippery = false, map_name = "8x8"}')
+    env = make_env(task, cfg, seed=0)
+    assert env.obs_space["vector"].shape == (64,)
+    env.reset()
+    right, down = np.eye(4, dtype=np.float32)[2], np.eye(4, dtype=np.float32)[1]
+    cells = [int(env.step(action)["vector"].argmax()) for action in [right, right, down]]
+    assert cells == [1, 2, 10]  # (0, 1), (0, 2), (1, 2) on 8 columns
+    env.close()
+    with pytest.raises(UsageError) as error:
+        make_env(task, env_cfg(task, "env.gym.kwargs.slippery=false"), seed=0)
+    assert str(error.value) == (
+        f"env.gym.kwargs {{'slippery': False}} do not fit {task}: FrozenLakeEnv.__init__() got an "
+        "unexpected keyword argument 'slippery'")
+
+
 def test_tuple_observations_are_concatenated(env_cfg: EnvCfg) -> None:
     """Blackjack observes (player sum, dealer card, usable ace) as Tuple(Discrete(32),
     Discrete(11), Discrete(2)): three one-hots side by side."""
@@ -184,9 +203,11 @@ def test_observations_that_do_not_fit_are_refused(
 
 
 def test_train_on_a_discrete_observation_env(tmp_path: Path) -> None:
-    """The whole path (replay, world model, checkpoint, eval) on FrozenLake's one-hot cells."""
-    run_dir = train_from_cli("gym_FrozenLake-v1", ["debug"], ["run.steps=40", 'run.device="cpu"'],
-                             tmp_path, None)
+    """The whole path (replay, world model, checkpoint, eval) on FrozenLake's one-hot cells, with
+    gymnasium.make keywords that eval takes back from the checkpoint (64 cells, not 16)."""
+    sets = ["run.steps=40", 'run.device="cpu"', 'env.gym.kwargs={map_name = "8x8"}']
+    run_dir = train_from_cli("gym_FrozenLake-v1", ["debug"], sets, tmp_path, None)
+    assert 'map_name = "8x8"' in (run_dir / "config.toml").read_text()
     result = evaluate_checkpoint(run_dir / "checkpoint.pt", None, 2, 0, "sample", "cpu")
     assert result["task"] == "gym_FrozenLake-v1" and result["episodes"] == 2
     assert set(result["scores"]) <= {0.0, 1.0}

@@ -40,6 +40,12 @@ ROWS: list[tuple[str, list[str], int, str]] = [
     ("save_every out of range", [*TRAIN, "--set", "run.save_every=0"], 2, "'run.save_every'"),
     ("max_nonfinite out of range", [*TRAIN, "--set", "train.max_nonfinite=0"], 2,
      "'train.max_nonfinite'"),
+    ("gym kwarg that dreamerctl sets", [*TRAIN, "--set", "env.gym.kwargs.max_episode_steps=9"], 2,
+     "env.gym.kwargs.max_episode_steps cannot be set: set env.time_limit (agent steps) instead "
+     "(from --set env.gym.kwargs.max_episode_steps=9)"),
+    ("gym kwarg the env does not take", [*TRAIN, "--set", "env.gym.kwargs.bogus=1"], 2,
+     "env.gym.kwargs {{'bogus': 1}} do not fit gym_CartPole-v1: CartPoleEnv.__init__() got an "
+     "unexpected keyword argument 'bogus'"),
     ("unknown device", [*TRAIN[:-4], "--device", "tpu"], 2,
      "invalid value 'tpu' for 'run.device' (from --device tpu)"),
     ("replay on a GPU without one", [*TRAIN, "--set", "train.replay_device=cuda"], 2,
