@@ -98,6 +98,10 @@ def imagine(wm: WorldModel, behavior: Behavior, starts: State, horizon: int) -> 
     cont_dist = wm.cont(feat)
     cont_all = cont_dist.mean() if behavior.ac.imag_cont == "mean" else cont_dist.mode()
     reward = wm.reward(feat[1:]).mean()  # (H, N)
+    if behavior.ac.reward_deadzone > 0:
+        # Off in the paper. The two-hot head keeps ~1e-4 of mass on rewards it saw elsewhere;
+        # summed over the discount's horizon that pays every live state (RESULTS, FrozenLake).
+        reward = torch.where(reward.abs() < behavior.ac.reward_deadzone, 0.0, reward)
     cont = cont_all[1:]  # (H, N)
     first = starts["cont"].float() if "cont" in starts else cont_all[0]
     value = behavior.value(feat).mean()  # (H+1, N)

@@ -117,6 +117,10 @@ class ActorCriticConfig(Section):
         description="Continuation in imagination: the continue head's probability or its mode."
     )
     entropy: float = Field(ge=0)
+    reward_deadzone: float = Field(
+        ge=0, description="Imagined rewards with |r| below this count as 0 (0: off, the paper). "
+        "For sparse 0/1 rewards with terminal failures, e.g. 0.01 on FrozenLake."
+    )
     actor_grad_discrete: Literal["reinforce", "dynamics"]
     actor_grad_continuous: Literal["reinforce", "dynamics"]
     min_std: float = Field(gt=0)

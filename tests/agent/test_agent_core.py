@@ -16,6 +16,7 @@ from conftest import ACTIONS, IMAGE, VECTOR, MakeAgent, MakeBatch, random_batch
 
 from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.loops import IMAG_STARTS, LOOPS, run_updates, select_starts
+from dreamerctl.agent.maths import lambda_return
 from dreamerctl.config import build_config
 from dreamerctl.envs.base import ActSpace, Space
 
@@ -301,6 +302,31 @@ def test_imagined_continuation_is_the_head_probability_or_mode(make_agent: MakeA
     # weight_t = prod_{i<=t} gamma c_i, starting from the start state's own continuation
     assert traj.weight.shape == traj.cont.shape
     assert bool((traj.weight[1:] <= traj.weight[:-1] + 1e-6).all())
+
+
+@pytest.mark.parametrize("deadzone", [0.0, 0.3])
+def test_imagined_rewards_below_the_deadzone_are_zero(make_agent: MakeAgent,
+                                                      deadzone: float) -> None:
+    """actor_critic.reward_deadzone: |r| below it counts as 0 in imagination, the rest as is
+    (and so in the lambda-returns); 0 keeps the head's mean, as in the paper."""
+    from dreamerctl.agent.behavior import imagine
+
+    agent = make_agent(overrides=(f"actor_critic.reward_deadzone={deadzone}",))
+    with torch.no_grad():  # a reward head that predicts something (it starts at exactly 0)
+        for param in agent.wm.reward_head.parameters():
+            param.normal_(0.0, 0.5)
+    starts = agent.wm.rssm.initial(16)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        traj = imagine(agent.wm, agent.behavior, starts, horizon=3)
+        raw = agent.wm.reward(traj.feat[1:]).mean()
+    small = raw.abs() < 0.3
+    assert 0 < int(small.sum()) < small.numel()  # both sides of the deadzone occur
+    expected = torch.where(small, 0.0, raw) if deadzone else raw
+    torch.testing.assert_close(traj.reward, expected)
+    ret = lambda_return(expected, traj.cont, traj.value, agent.behavior.discount,
+                        agent.behavior.ac.lam)
+    torch.testing.assert_close(traj.ret, ret)
 
 
 def test_replay_value_loss_ignores_each_episodes_last_step(make_agent: MakeAgent,
