@@ -13,7 +13,7 @@ Four reports, each on the run's latest checkpoint and the last steps of its repl
 - reward: the reward head on the posteriors of the last replayed steps (resets left out).
   Where the recorded reward is 0, its mean prediction divided by (1 - discount) is the "phantom"
   value that this residual alone adds to every live state: against a small real return it can
-  make staying alive the goal (RESULTS "Flattened observations: FrozenLake").
+  make staying alive the goal (RESULTS "Flattened observations").
 - model: open-loop accuracy of the world model. After `--context` posterior steps, the prior is
   rolled with the recorded actions; the decoded vector observation and the predicted reward are
   compared with the recorded ones after 1, 5 and `--horizon` steps (RMSE per vector dimension,
