@@ -114,11 +114,18 @@ def value_report(agent: Any, data: dict[str, np.ndarray], count: int) -> list[di
     return out
 
 
+def last_states(agent: Any, data: dict[str, np.ndarray], last: int) -> tuple[dict, torch.Tensor]:
+    """The last `last` replayed steps as one sequence, and their posterior features (1, T, F)."""
+    n = len(data["reward"])
+    ep = window(data, np.arange(max(0, n - last), n)[None])
+    starts = agent.encode_starts(ep)
+    return ep, agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]})
+
+
 @torch.no_grad()
 def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
-    ep = window(data, np.arange(max(0, len(data["reward"]) - last), len(data["reward"]))[None])
-    starts = agent.encode_starts(ep)
-    dist = agent.behavior.policy(agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}))
+    ep, feat = last_states(agent, data, last)
+    dist = agent.behavior.policy(feat)
     quantiles = [0.0, 0.1, 0.5, 0.9, 1.0]
     action = ep["action"][0]
     out: dict[str, Any] = {"steps": int(action.shape[0]), "quantiles": quantiles}
@@ -135,10 +142,8 @@ def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[st
 
 @torch.no_grad()
 def reward_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
-    ep = window(data, np.arange(max(0, len(data["reward"]) - last), len(data["reward"]))[None])
-    starts = agent.encode_starts(ep)
-    pred = agent.wm.reward(agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}))
-    pred = pred.mean()[0].cpu().numpy().astype(np.float64)
+    ep, feat = last_states(agent, data, last)
+    pred = agent.wm.reward(feat).mean()[0].cpu().numpy().astype(np.float64)
     # The reward that came with a reset observation is 0 by convention, not an outcome.
     keep = ~ep["is_first"][0]
     pred, true = pred[keep], ep["reward"][0][keep].astype(np.float64)

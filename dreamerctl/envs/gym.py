@@ -171,7 +171,9 @@ class Layout:
         if self.image is not None:
             out["image"] = Space((*cfg.size, 3), "uint8")
         if self.vector is not None:
-            out["vector"] = Space((int(flat_size(self.vector) or 0),), "float32")
+            from gymnasium.spaces import flatdim
+
+            out["vector"] = Space((flatdim(self.vector),), "float32")
         return out
 
     def split(self, obs: Any, keys: list[str], size: Sequence[int]) -> dict[str, np.ndarray]:
@@ -180,21 +182,17 @@ class Layout:
         if "image" in keys:
             frame = obs if self.image == "" else obs[self.image]
             out["image"] = resize(np.asarray(frame, dtype=np.uint8), size)
-        if "vector" in keys:
+        if "vector" in keys:  # a Dict's flatten reads only its own entries, not the image
             from gymnasium.spaces import flatten
 
-            if self.image:
-                obs = {key: obs[key] for key in self.vector.spaces}
             out["vector"] = np.asarray(flatten(self.vector, obs), dtype=np.float32)
         return out
 
 
 def is_image(space: Any) -> bool:
-    from gymnasium import spaces
-
+    """Pixels we read: grey (H, W) or (H, W, 1), or RGB (H, W, 3)."""
     rank = len(space.shape or ())
-    shaped = rank == 2 or (rank == 3 and space.shape[-1] in (1, 3))
-    return isinstance(space, spaces.Box) and space.dtype == np.uint8 and shaped
+    return pixels(space) and (rank == 2 or (rank == 3 and space.shape[-1] in (1, 3)))
 
 
 def pixels(space: Any) -> bool:
