@@ -160,9 +160,10 @@ class Layout:
             if len(images) == 1 and flat_size(rest) is not None:
                 return Layout(images[0], rest if rest.spaces else None)
         raise UsageError(
-            f"{task} has observation space {space}: supported are a uint8 (H, W, C) Box (image), "
-            "spaces without images that flatten to a vector (Box, Discrete, MultiDiscrete, "
-            "MultiBinary, and Tuple or Dict of these), and a Dict of one such image and such parts"
+            f"{task} has observation space {space}: supported are a uint8 (H, W), (H, W, 1) or "
+            "(H, W, 3) Box (image), spaces without images that flatten to a vector (Box, "
+            "Discrete, MultiDiscrete, MultiBinary, and Tuple or Dict of these), and a Dict of one "
+            "such image and such parts"
         )
 
     def spaces(self, cfg: EnvConfig) -> dict[str, Space]:

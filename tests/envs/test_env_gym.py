@@ -197,9 +197,9 @@ def test_observations_that_do_not_fit_are_refused(
         make_env(task, env_cfg(task), seed=0)
     assert str(error.value).startswith(f"{task} has observation space {space}")
     assert str(error.value).endswith(
-        "supported are a uint8 (H, W, C) Box (image), spaces without images that flatten to a "
-        "vector (Box, Discrete, MultiDiscrete, MultiBinary, and Tuple or Dict of these), and a "
-        "Dict of one such image and such parts")
+        "supported are a uint8 (H, W), (H, W, 1) or (H, W, 3) Box (image), spaces without "
+        "images that flatten to a vector (Box, Discrete, MultiDiscrete, MultiBinary, and Tuple "
+        "or Dict of these), and a Dict of one such image and such parts")
 
 
 def test_train_on_a_discrete_observation_env(tmp_path: Path) -> None:
