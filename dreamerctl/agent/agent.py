@@ -62,6 +62,15 @@ def to_cpu(tree: Any) -> Any:
     return tree
 
 
+def host_array(value: Any) -> np.ndarray:
+    """An array torch can wrap: a copy where numpy's is read-only or has negative strides
+    (dm_control's flipped renders, ALE's screen buffers), else the array itself."""
+    array = np.asarray(value)
+    if array.flags.writeable and all(stride >= 0 for stride in array.strides):
+        return array
+    return np.array(array, order="C", copy=True)
+
+
 def flatten_starts(starts: dict[str, Tensor]) -> State:
     """Start states with any leading dims -> h (N, D), z (N, K, C), cont (N,)."""
     lead = starts["h"].shape[:-1]
@@ -132,7 +141,7 @@ class Agent(nn.Module):
         out = {}
         for key in keys:
             value = batch[key]
-            value = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+            value = value if isinstance(value, Tensor) else torch.from_numpy(host_array(value))
             out[key] = value.to(self.device, non_blocking=True)
         return out
 

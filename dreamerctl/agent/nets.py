@@ -15,14 +15,17 @@ from torch import Tensor, nn
 NORM_EPS = 1e-3
 
 
-def init_weight(layer: nn.Linear | nn.Conv2d | nn.ConvTranspose2d, scale: float = 1.0) -> None:
+def init_weight(layer: nn.Linear | nn.Conv2d | nn.ConvTranspose2d, scale: float = 1.0,
+                fan_in: int | None = None) -> None:
     """Variance scaling on the average fan with a truncated normal (the 2023 code's
-    winit='normal', fan='avg'); `scale` 0 gives zero weights (outscale 0 for reward and value)."""
+    winit='normal', fan='avg'); `scale` 0 gives zero weights (outscale 0 for reward and value).
+    `fan_in` replaces the layer's own where it is one block of a wider layer."""
     weight = layer.weight
     receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
-    fan_out, fan_in = weight.shape[0] * receptive, weight.shape[1] * receptive
+    fan_out, own_fan_in = weight.shape[0] * receptive, weight.shape[1] * receptive
     if isinstance(layer, nn.ConvTranspose2d):  # its weight is (in, out, k, k)
-        fan_in, fan_out = fan_out, fan_in
+        own_fan_in, fan_out = fan_out, own_fan_in
+    fan_in = own_fan_in if fan_in is None else fan_in
     # 0.8796... is the std of a unit normal truncated at +-2, undone so the variance is right.
     std = math.sqrt(scale / ((fan_in + fan_out) / 2)) / 0.87962566103423978
     with torch.no_grad():
@@ -34,9 +37,10 @@ def init_weight(layer: nn.Linear | nn.Conv2d | nn.ConvTranspose2d, scale: float 
             layer.bias.zero_()
 
 
-def linear(in_dim: int, out_dim: int, bias: bool = True, scale: float = 1.0) -> nn.Linear:
+def linear(in_dim: int, out_dim: int, bias: bool = True, scale: float = 1.0,
+           fan_in: int | None = None) -> nn.Linear:
     layer = nn.Linear(in_dim, out_dim, bias=bias)
-    init_weight(layer, scale)
+    init_weight(layer, scale, fan_in)
     return layer
 
 

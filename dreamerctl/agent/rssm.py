@@ -55,9 +55,12 @@ class RSSM(nn.Module):
         self.img_out = DenseNormAct(wm.deter, wm.hidden)
         self.img_stats = linear(wm.hidden, latent)
         # obs_out is one linear layer over concat(h, embed), split in two so that the embedding
-        # half runs once over all (B, T) before the time loop.
-        self.obs_h = linear(wm.deter, wm.hidden, bias=False)
-        self.obs_e = linear(embed_dim, wm.hidden, bias=False)
+        # half runs once over all (B, T) before the time loop. Both halves take the whole
+        # layer's fan, as the one layer of the 2023 code: with fans of their own, h weighed
+        # ~4.5x more against a 4,096-d image embedding at init (issue 19).
+        fan_in = wm.deter + embed_dim
+        self.obs_h = linear(wm.deter, wm.hidden, bias=False, fan_in=fan_in)
+        self.obs_e = linear(embed_dim, wm.hidden, bias=False, fan_in=fan_in)
         self.obs_norm = nn.Sequential(nn.LayerNorm(wm.hidden, eps=NORM_EPS), nn.SiLU())
         self.obs_stats = linear(wm.hidden, latent)
         self.initial_h = nn.Parameter(torch.zeros(wm.deter)) if wm.initial == "learned" else None
@@ -83,13 +86,14 @@ class RSSM(nn.Module):
 
     def initial(self, n: int) -> State:
         """The state before the first step: h0 = tanh(learned vector), z0 = mode of the prior at
-        h0 (or zeros with initial = "zeros"); h (n, D), z (n, K, C)."""
+        h0 without gradient, as the 2023 code's mode() (or zeros with initial = "zeros");
+        h (n, D), z (n, K, C)."""
         device = self.img_stats.weight.device
         if self.initial_h is None:
             return {"h": torch.zeros(n, self.deter, device=device),
                     "z": torch.zeros(n, self.stoch, self.classes, device=device)}
         h = torch.tanh(self.initial_h.float())[None]
-        z = OneHotCategorical(self.prior_logits(h)).mode()
+        z = OneHotCategorical(self.prior_logits(h)).mode().detach()
         return {"h": h.expand(n, -1), "z": z.expand(n, -1, -1)}
 
     def reset(self, state: State, action: Tensor, is_first: Tensor,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from dreamerctl.envs.base import Obs
 from dreamerctl.errors import UsageError
@@ -24,13 +24,18 @@ def select_keys(task: str, offered: Sequence[str], wanted: Sequence[str]) -> lis
 
 
 def resize(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """uint8 (h, w, C) or (h, w) -> uint8 (H, W, 3) with (H, W) = size, bilinear (antialiased)."""
+    """uint8 (h, w, C) or (h, w) -> uint8 (H, W, 3) with (H, W) = size, by area averaging.
+
+    Each output pixel is the mean of the source area it covers, fractional pixels included
+    (OpenCV's INTER_AREA, the 2023 code's own resize): Pong's one-pixel ball keeps its mass,
+    where PIL's bilinear filter kept 0.70x of its energy. PIL's BOX filter is not this: it
+    weighs whole pixels by their centres, 27 grey levels off on a Pong frame (issue 19)."""
     if frame.ndim == 3 and frame.shape[-1] == 1:
         frame = frame[..., 0]
     height, width = int(size[0]), int(size[1])
     if frame.shape[:2] != (height, width):
-        image = Image.fromarray(np.ascontiguousarray(frame))
-        frame = np.asarray(image.resize((width, height), Image.BILINEAR))
+        frame = cv2.resize(np.ascontiguousarray(frame), (width, height),
+                           interpolation=cv2.INTER_AREA)
     if frame.ndim == 2:  # grey -> RGB
         frame = np.repeat(frame[..., None], 3, axis=-1)
     return np.ascontiguousarray(frame, dtype=np.uint8)

@@ -133,6 +133,9 @@ def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode:
     check_mode(mode)
     path = rundir.resolve_checkpoint(checkpoint, logdir, task=None)
     loaded = load_agent(path, device)
+    if with_model and "image" not in loaded.obs_space:
+        raise UsageError(f"--with-model shows the world model's view of image observations, "
+                         f"but {path} sees only vectors: leave --with-model out")
     chosen, env_cfg = task_and_env(loaded, task)
     torch.manual_seed(seed)
     return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg

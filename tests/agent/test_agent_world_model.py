@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import OBS_KINDS, MakeAgent, MakeBatch
+from conftest import OBS_KINDS, MakeAgent, MakeBatch, debug_config
 
 from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.rssm import State
@@ -120,6 +120,31 @@ def test_initial_state(make_agent: MakeAgent) -> None:
     assert torch.equal(init["z"].sum(-1), torch.ones(3, agent.wm.rssm.stoch))  # one-hot modes
     zeros = make_agent("vector", overrides=("world_model.initial='zeros'",)).wm.rssm.initial(2)
     assert not zeros["h"].any() and not zeros["z"].any()
+
+
+def test_initial_z_passes_no_gradient(make_agent: MakeAgent) -> None:
+    """z0 is the prior's mode at h0 without gradient (the 2023 code): a loss on the initial state
+    reaches the learned h0 through h alone, never the prior's layers through z."""
+    rssm = make_agent("vector").wm.rssm
+    init = rssm.initial(2)
+    assert not init["z"].requires_grad
+    (init["h"].sum() + rssm.feat(init).sum()).backward()
+    assert rssm.initial_h.grad is not None and rssm.initial_h.grad.abs().sum() > 0
+    assert all(p.grad is None for p in (*rssm.img_out.parameters(), *rssm.img_stats.parameters()))
+
+
+def test_posterior_layer_halves_share_one_fan() -> None:
+    """obs_h and obs_e are the two blocks of one Linear over concat(h, embed): both are drawn
+    with that layer's average fan, std = sqrt(2 / (D + E + hidden)) (truncated normal), not
+    each with its own."""
+    from dreamerctl.agent.rssm import RSSM
+
+    torch.manual_seed(0)
+    config = debug_config("world_model.deter=512", "world_model.hidden=256")
+    rssm = RSSM(4096, 3, config.world_model)
+    expected = (2.0 / (512 + 4096 + 256)) ** 0.5
+    for layer in (rssm.obs_h, rssm.obs_e):
+        assert abs(layer.weight.std().item() / expected - 1) < 0.02
 
 
 def test_continuation_target_is_terminal_not_last(make_agent: MakeAgent,

@@ -203,6 +203,36 @@ def test_record_with_model_on_images(tmp_path: Path) -> None:
     assert read_frames(next((tmp_path / "random").glob("*.mp4"))).shape[1:] == (210, 160, 3)
 
 
+@pytest.mark.parametrize("task, frame", [("gym_CartPole-v1", (400, 600, 3)),
+                                         ("atari_pong", (210, 160, 3)),
+                                         ("dmc_cartpole_balance", (384, 384, 3))])
+def test_record_a_trained_agent_on_every_suite(tmp_path: Path, task: str,
+                                               frame: tuple[int, int, int]) -> None:
+    """Every suite's trained agent can be watched, sampled and greedy, with the model's view
+    (DMC's renders are flipped views with negative strides, issue 23)."""
+    logdir = tmp_path / "runs"
+    train_from_cli(task, ["debug"], ["run.steps=20", 'run.device="cpu"'], logdir, None)
+    with_model = [] if task.startswith("gym_") else ["--with-model"]
+    for name, extra in (("sample", []), ("greedy", ["--mode", "greedy", *with_model])):
+        out = tmp_path / name
+        code, stdout, stderr = cli(logdir, "record", "--checkpoint", "latest", "--max-steps",
+                                   "3", "--output", str(out), *extra)
+        assert code == 0, stderr
+        assert "warning" not in stderr.lower(), stderr
+        (video,) = out.glob("episode_000_score_*.mp4")
+        assert stdout.splitlines() == [str(video)]
+        frames = read_frames(video)
+        assert len(frames) == 4 and frames.shape[1] == frame[0]
+        # With the model's view the frame grows by the two 64x64 panels scaled to its height.
+        assert frames.shape[2] == frame[1] if name == "sample" or not with_model \
+            else frames.shape[2] > frame[1]
+    if not with_model:
+        code, _, stderr = cli(logdir, "record", "--checkpoint", "latest", "--with-model",
+                              "--output", str(tmp_path / "refused"))
+        assert code == 2 and stderr.startswith("error: --with-model shows"), stderr
+        assert not (tmp_path / "refused").exists()
+
+
 @pytest.mark.parametrize("command", ["eval", "record"])
 def test_agent_options_with_random_agent_are_refused(command: str, tmp_path: Path) -> None:
     """--mode and --device choose how a network acts; a random agent has none, so they are an
