@@ -57,21 +57,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def synthetic_replay(shape: tuple[int, int], batch: int, length: int, seed: int,
-                     device: str) -> Replay:
-    """A replay on `device` holding POOL * B * T random steps shaped like DMC-vision (episodes of
-    500 steps), sampled the way training samples it: the update's input path is the real one
-    (on a GPU, batches are gathered there)."""
+def synthetic_replay(obs: dict[str, Space], act_space: ActSpace, batch: int, length: int,
+                     seed: int, device: str) -> Replay:
+    """A replay on `device` holding POOL * B * T random steps of `obs` and `act_space`
+    (episodes of 500 steps), sampled the way training samples it: the update's input path is
+    the real one (on a GPU, batches are gathered there)."""
     rng = np.random.default_rng(seed)
-    spaces = {"image": ((*shape, 3), "uint8"), "action": ((ACTION_DIM,), "float32"),
-              "reward": ((), "float32"), "is_first": ((), "bool"), "is_last": ((), "bool"),
-              "is_terminal": ((), "bool")}
+    spaces = {key: (tuple(space.shape), space.dtype) for key, space in obs.items()}
+    spaces.update({"action": ((act_space.size,), "float32"), "reward": ((), "float32"),
+                   "is_first": ((), "bool"), "is_last": ((), "bool"),
+                   "is_terminal": ((), "bool")})
+
+    def observation(key: str) -> np.ndarray:
+        shape, dtype = spaces[key]
+        if dtype == "uint8":
+            return rng.integers(0, 256, (1, *shape), dtype=np.uint8)
+        return rng.normal(size=(1, *shape)).astype(dtype)
+
     steps = POOL * batch * length
     replay = Replay(spaces, 1, steps, batch, length, seed=seed, device=device)
     for t in range(steps):
         replay.add({
-            "image": rng.integers(0, 256, (1, *shape, 3), dtype=np.uint8),
-            "action": rng.uniform(-1, 1, (1, ACTION_DIM)).astype(np.float32),
+            **{key: observation(key) for key in obs},
+            "action": rng.uniform(-1, 1, (1, act_space.size)).astype(np.float32),
             "reward": rng.uniform(0, 1, 1).astype(np.float32),
             "is_first": np.array([t % 500 == 0]), "is_last": np.array([t % 500 == 499]),
             "is_terminal": np.zeros(1, bool),
@@ -164,11 +172,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     config = build_config(None, ["dmc_vision", args.preset], args.set)
     train, size = config.train, tuple(config.env.size)
-    agent = Agent({"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM),
-                  config.world_model, config.actor_critic, train, device=args.device,
+    obs, act = {"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM)
+    agent = Agent(obs, act, config.world_model, config.actor_critic, train, device=args.device,
                   precision=args.precision, compile=config.run.compile)
     replay_device = place_replay(args.replay_device, agent.device, 0)
-    replay = synthetic_replay(size, train.batch_size, train.batch_length, args.seed,
+    replay = synthetic_replay(obs, act, train.batch_size, train.batch_length, args.seed,
                               replay_device)
     sample = replay.sample
     if agent.device.type == "cuda":

@@ -120,7 +120,8 @@ def describe_errors(error: ValidationError, sources: dict[str, str]) -> str:
             lines.append(f"missing field '{path}' (from {origin})")
         else:
             value = item.get("input")
-            lines.append(f"invalid value {value!r} for '{path}' (from {origin}): {item['msg']}")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"invalid value {value!r} for '{path}' (from {origin}): {message}")
     return "\n".join(lines)
 
 

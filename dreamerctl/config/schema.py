@@ -20,11 +20,22 @@ class RunConfig(Section):
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["fp32", "bf16"]
+    threads: Literal["auto"] | int = Field(
+        description="torch intra-op threads: auto (one for small models, else the usable "
+        "cores) or a number."
+    )
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         description="torch.compile mode for the forward and backward passes of the losses; "
         "reduce-overhead also replays them as CUDA graphs on a GPU."
     )
     save_every: float = Field(gt=0, description="Seconds between checkpoints.")
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _check_threads(cls, threads: Any) -> Any:
+        if threads == "auto" or (type(threads) is int and threads >= 1):
+            return threads
+        raise ValueError("must be \"auto\" or a number of threads, at least 1")
     report_every: int = Field(ge=0, description="Agent steps between open-loop videos.")
     log_every: float = Field(gt=0, description="Seconds between metrics lines.")
     prefill: int = Field(ge=0, description="Random-policy agent steps before the first update.")

@@ -40,12 +40,14 @@ def load_agent(path: Path, device: str = "auto") -> Loaded:
     data = load_checkpoint(path)
     from dreamerctl.agent.agent import Agent
     from dreamerctl.run.device import pick_device
+    from dreamerctl.run.threads import apply_threads
 
     config = checkpoint_config(path, data)
     obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
     act_space = ActSpace.from_dict(data["act_space"])
     agent = Agent(obs_space, act_space, config.world_model, config.actor_critic, config.train,
                   device=pick_device(device), precision=config.run.precision)
+    apply_threads(config.run.threads, agent, quiet=True)
     try:
         agent.load_state(data["agent"])
     except (KeyError, RuntimeError, ValueError) as e:

@@ -161,6 +161,7 @@ class Trainer:
         from dreamerctl.envs import ParallelEnvs
         from dreamerctl.replay import Replay, check_memory, format_bytes, place_replay
         from dreamerctl.run.device import pick_device
+        from dreamerctl.run.threads import apply_threads
 
         run, env, train = self.config.run, self.config.env, self.config.train
         world = self.world
@@ -176,6 +177,7 @@ class Trainer:
         self.agent = Agent(self.envs.obs_space, self.envs.act_space, self.config.world_model,
                            self.config.actor_critic, train, device=self.device,
                            precision=run.precision, compile=run.compile)
+        apply_threads(run.threads, self.agent, processes=world.local_size, quiet=not world.main)
         if run.compile != "off" and world.main:
             log.info("run.compile = %s: the first updates compile the losses, which takes "
                      "minutes on a CPU", run.compile)
