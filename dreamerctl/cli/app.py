@@ -103,8 +103,8 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:
         # typer's usage errors (bad option, missing argument) carry their own exit code 2.
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            if e.exit_code == 0:
-                return 0
+            if e.exit_code == 0 or type(e).__name__ == "NoArgsIsHelpError":
+                return 0  # the help was asked for, or is what a bare `dreamerctl` shows
             return fail(e.format_message(), e.exit_code)
         if debug_enabled():
             traceback.print_exc()

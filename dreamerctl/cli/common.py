@@ -11,13 +11,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Results go to stdout; progress, logs and errors go to stderr (SPEC §6).
 out = Console(soft_wrap=True)
 if not out.is_terminal:
     # Piped or captured: no terminal width to fit, so never truncate table cells.
     out = Console(soft_wrap=True, width=240)
-err = Console(stderr=True, soft_wrap=True)
 
 
 # Help texts are Rich markup: a literal "[" is written "\\[" in the source.
@@ -45,6 +45,13 @@ def logdir_or_default(logdir: Path | None) -> Path:
     return logdir.expanduser() if logdir is not None else default_logdir()
 
 
+def print_line(value: Any) -> None:
+    """One result (a path, a value) on stdout, verbatim: never through Rich markup, so that a
+    folder named `vids[best]` prints as itself and `$(dreamerctl ...)` gets it whole."""
+    sys.stdout.write(f"{value}\n")
+    sys.stdout.flush()
+
+
 def print_json(data: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -68,7 +75,8 @@ def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: st
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(format_cell(row.get(c)) for c in columns))
+        # Text cells are shown as they are: a path with brackets is not markup.
+        table.add_row(*(Text(format_cell(row.get(c))) for c in columns))
     out.print(table)
 
 
@@ -110,11 +118,3 @@ class LevelFormatter:
         if record.levelno >= logging.WARNING:
             return f"warning: {message}"
         return message
-
-
-def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False)
-
-
-def info(message: str) -> None:
-    err.print(message, highlight=False)

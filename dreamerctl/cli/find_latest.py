@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, out, print_json
+from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, print_json, print_line
 
 
 def find_latest(
@@ -25,4 +25,4 @@ def find_latest(
     if as_json:
         print_json(found.to_dict())
     else:
-        out.print(str(found.path), highlight=False, soft_wrap=True)
+        print_line(found.path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import out
+from dreamerctl.cli.common import print_line
 
 
 def gif(
@@ -25,4 +25,4 @@ def gif(
 
     for path in gif_from_cli(inputs, output=output, stride=stride, fps=fps, width=width,
                              overwrite=overwrite):
-        out.print(str(path), highlight=False, soft_wrap=True)
+        print_line(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import agent_options, logdir_or_default, out
+from dreamerctl.cli.common import agent_options, logdir_or_default, print_line
 
 
 def record(
@@ -52,4 +52,4 @@ def record(
         logdir=logdir_or_default(logdir), device=device,
     )
     for path in paths:
-        out.print(str(path), highlight=False, soft_wrap=True)
+        print_line(path)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, out
+from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, print_line
 
 if TYPE_CHECKING:
     from dreamerctl.config.loader import Override
@@ -51,4 +51,4 @@ def train(
         resume=resume,
     )
     if run_dir is not None:  # None on the other ranks of a torchrun job: rank 0 prints it
-        out.print(str(run_dir), highlight=False)
+        print_line(run_dir)

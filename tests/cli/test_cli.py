@@ -104,3 +104,30 @@ def test_help_shows_every_option_text_whole(command: str) -> None:
         text = getattr(param, "help", None)
         if text:
             assert " ".join(text.replace("\\[", "[").split()) in shown, param.name
+
+
+def test_no_arguments_prints_help_and_succeeds() -> None:
+    result = run_cli()
+    assert result.returncode == 0 and "Usage" in result.stdout and result.stderr == ""
+
+
+def test_paths_with_brackets_and_spaces_print_verbatim(tmp_path: Path) -> None:
+    """Every path on stdout is printed as it is, never read as Rich markup (issue 23)."""
+    from dreamerctl.run.train import train_from_cli
+
+    logdir = tmp_path / "ld [exp]"
+    run_dir = train_from_cli("gym_CartPole-v1", ["debug"], ["run.steps=5", 'run.device="cpu"'],
+                             logdir, None)
+    env = {"DREAMERCTL_LOGDIR": str(logdir)}
+    found = run_cli("find-latest", env=env)
+    assert found.returncode == 0 and found.stdout == f"{run_dir / 'checkpoint.pt'}\n"
+    for name in ("vids[best]", "v[/x]", "my [b]videos[/b]"):
+        result = run_cli("record", "--checkpoint", "latest", "--max-steps", "2", "--output",
+                         str(tmp_path / name), env=env)
+        assert result.returncode == 0, result.stderr
+        (video,) = (tmp_path / name).glob("*.mp4")
+        assert result.stdout == f"{video}\n"
+        gif = run_cli("gif", str(video), "--output", str(tmp_path / name / "a[1].gif"))
+        assert gif.returncode == 0 and gif.stdout == f"{tmp_path / name / 'a[1].gif'}\n"
+    table = run_cli("compare", str(run_dir / "checkpoint.pt"), "--episodes", "1", env=env)
+    assert table.returncode == 0 and "[exp]" in table.stdout.replace("\n", "")
