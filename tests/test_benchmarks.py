@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,3 +169,23 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     missing = script("diagnose.py", str(tmp_path))
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: no checkpoint.pt in {tmp_path}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA is")
+def test_gpu_check_without_a_gpu_is_one_error_line() -> None:
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--output",
+                             "unused.json"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: gpu_check needs an NVIDIA GPU")
+    assert result.stderr.count("\n") == 1
+    assert not (ROOT / "unused.json").exists()
+
+
+def test_gpu_check_selects_the_cuda_tests() -> None:
+    """`pytest -m cuda` (what the GPU check runs) finds the CUDA-only tests."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda",
+                             "--collect-only", "-p", "no:cacheprovider"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert "test_replay_on_cuda_samples_what_the_cpu_replay_samples" in result.stdout
+    assert "test_resume_on_cuda_goes_on_with_the_gpu_random_state" in result.stdout

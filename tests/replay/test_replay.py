@@ -128,6 +128,7 @@ def test_device_write_path_stores_what_the_host_path_stores(tmp_path: Path) -> N
     assert_contiguous(got)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="compares a replay on a CUDA device with one on the CPU; no CUDA here")
 def test_replay_on_cuda_samples_what_the_cpu_replay_samples(tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     assert [m["replay/size"] for m in metrics if m["step"] == 100] == [100]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_resume_on_cuda_goes_on_with_the_gpu_random_state(tmp_path: Path) -> None:
     """The GPU's generator (imagined samples, actions) is saved and restored, so a resumed run
