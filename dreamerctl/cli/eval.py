@@ -47,7 +47,7 @@ def evaluate(
     elif checkpoint == "none":
         raise UsageError("--checkpoint none needs --random-agent and --task")
     else:
-        path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=None)
+        path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=task)
         result = evaluate_checkpoint(path, task=task, episodes=episodes, seed=seed, mode=mode,
                                      device=device)
         title = str(path)

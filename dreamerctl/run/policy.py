@@ -133,7 +133,7 @@ def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode:
     import torch
 
     check_mode(mode)
-    path = rundir.resolve_checkpoint(checkpoint, logdir, task=None)
+    path = rundir.resolve_checkpoint(checkpoint, logdir, task=task)
     loaded = load_agent(path, device)
     if with_model and "image" not in loaded.obs_space:
         raise UsageError(f"--with-model shows the world model's view of image observations, "
@@ -157,7 +157,7 @@ def random_agent_setup(checkpoint: str, logdir: Path,
             raise UsageError("--checkpoint none needs --random-agent and --task")
         check_task(task)
         return task, build_config(task).env, None
-    path = rundir.resolve_checkpoint(checkpoint, logdir, task=None)
+    path = rundir.resolve_checkpoint(checkpoint, logdir, task=task)
     meta = read_meta(path)
     chosen = task or meta["task"]
     check_task(chosen)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 SCORES = "scores.jsonl"
 PREFIX = "dreamer_"
+
+log = logging.getLogger("dreamerctl")
 
 
 def new_run_dir(logdir: Path, task: str) -> Path:
@@ -81,6 +84,10 @@ def latest_checkpoint(logdir: Path, task: str | None = None) -> Found:
 
     candidates = checkpoints_under(logdir, task)
     if not candidates:
+        if task:
+            from dreamerctl.envs import check_task
+
+            check_task(task)  # a misspelled task names its close matches
         where = f" for task {task}" if task else ""
         raise RunError(f"no checkpoint found under {logdir}{where}")
     path = candidates[0]
@@ -90,7 +97,14 @@ def latest_checkpoint(logdir: Path, task: str | None = None) -> Found:
 
 
 def resolve_checkpoint(spec: str, logdir: Path, task: str | None = None) -> Path:
-    """`latest`, a run directory or a checkpoint path -> the checkpoint file."""
+    """`latest` (the newest checkpoint of `task` where given, as `find-latest --task` prints),
+    a run directory or a checkpoint path -> the checkpoint file, named on the log."""
+    path = resolve_spec(spec, logdir, task)
+    log.info("checkpoint: %s", path)
+    return path
+
+
+def resolve_spec(spec: str, logdir: Path, task: str | None) -> Path:
     if spec == "latest":
         return latest_checkpoint(logdir, task).path
     path = Path(spec).expanduser()

@@ -56,12 +56,35 @@ def test_eval_table_goes_to_stdout(logdir: Path) -> None:
     assert "eval gym_CartPole-v1" in stderr  # progress on stderr
 
 
+def test_latest_with_task_is_the_newest_checkpoint_of_that_task(logdir: Path) -> None:
+    """`--checkpoint latest --task T` is what `find-latest --task T` prints (issue 23), and
+    every command names the checkpoint it used on stderr."""
+    _, cartpole, _ = cli(logdir, "find-latest", "--task", "gym_CartPole-v1")
+    _, pendulum, _ = cli(logdir, "find-latest", "--task", "gym_Pendulum-v1")
+    _, newest, _ = cli(logdir, "find-latest")
+    assert newest == cartpole != pendulum
+    for task, path in (("gym_Pendulum-v1", pendulum), ("gym_CartPole-v1", cartpole)):
+        code, stdout, stderr = cli(logdir, "eval", "--checkpoint", "latest", "--episodes", "1",
+                                   "--task", task, "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["task"] == task
+        assert f"checkpoint: {path.strip()}" in stderr.splitlines()
+    result = run_cli("eval", "--checkpoint", "latest", "--task", "gym_CartPole-v0",
+                     env={"DREAMERCTL_LOGDIR": str(logdir)})
+    assert_one_error(result, 1, "no checkpoint found under")
+    result = run_cli("eval", "--checkpoint", "latest", "--task", "gym_CartPol-v1",
+                     env={"DREAMERCTL_LOGDIR": str(logdir)})
+    assert_one_error(result, 2, "gym_CartPole-v1")
+
+
 def test_eval_task_override(logdir: Path) -> None:
-    code, stdout, stderr = cli(logdir, "eval", "--checkpoint", "latest", "--episodes", "1",
+    """An explicit checkpoint plays on another task whose spaces match."""
+    _, path, _ = cli(logdir, "find-latest", "--task", "gym_CartPole-v1")
+    code, stdout, stderr = cli(logdir, "eval", "--checkpoint", path.strip(), "--episodes", "1",
                                "--task", "gym_CartPole-v0", "--json")
     assert code == 0, stderr
     assert json.loads(stdout)["task"] == "gym_CartPole-v0"
-    result = run_cli("eval", "--checkpoint", "latest", "--task", "gym_Acrobot-v1",
+    result = run_cli("eval", "--checkpoint", path.strip(), "--task", "gym_Acrobot-v1",
                      env={"DREAMERCTL_LOGDIR": str(logdir)})
     assert_one_error(result, 2, "task gym_Acrobot-v1 does not fit checkpoint of gym_CartPole-v1")
     assert "vector (6,) float32 vs (4,) float32" in result.stderr
