@@ -1,0 +1,260 @@
+"""The `dreamerctl report` page: one self-contained HTML file, plots as inline SVG drawn by
+matplotlib, videos referenced by relative paths, so that it opens from disk, offline.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dreamerctl.errors import UsageError
+from dreamerctl.run.report import (
+    Run,
+    band,
+    differences,
+    group_seeds,
+    official_curve,
+    official_suite,
+    smooth,
+)
+
+MARKER = "<!-- dreamerctl report -->"
+# The training panels, in order: (title, series keys drawn in it).
+PANELS: list[tuple[str, list[str]]] = [
+    ("world model losses", ["train/loss/image", "train/loss/vector", "train/loss/reward",
+                            "train/loss/cont", "train/loss/dyn", "train/loss/rep"]),
+    ("actor-critic losses", ["train/loss/actor", "train/loss/critic"]),
+    ("actor entropy", ["train/actor_entropy"]),
+    ("return range (normaliser)", ["train/retnorm/low", "train/retnorm/high",
+                                   "train/retnorm/scale"]),
+    ("imagined return", ["train/imag_return_mean"]),
+    ("gradient norms", ["train/grad_norm/world_model", "train/grad_norm/actor",
+                        "train/grad_norm/critic"]),
+    ("env fps", ["fps/env"]),
+    ("updates/s", ["train/updates_per_s"]),
+    ("achieved train ratio", ["train/ratio_achieved"]),
+    ("episode length", ["episode/length"]),
+]
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; vertical-align: top; }
+.panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(370px, 1fr)); }
+.videos { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; }
+figure svg { max-width: 100%; height: auto; }
+pre { font-size: 0.8em; background: #f6f6f6; padding: 8px; max-height: 400px; overflow: auto; }
+"""
+
+
+def check_output(output: Path) -> None:
+    """Refuse before any work where the page cannot be written, or would replace a file that
+    is not an earlier report."""
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder; give a file name such as report.html")
+    if output.exists():
+        try:
+            head = output.read_text(errors="replace")[:200]
+        except OSError as e:
+            raise UsageError(f"cannot read --output {output}: {e.strerror}") from None
+        if MARKER not in head:
+            raise UsageError(f"--output {output} exists and is not a dreamerctl report; "
+                             "choose another name")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write to --output {output}: no folder {folder}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write to --output folder {folder}: permission denied")
+
+
+def svg(figure: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]  # without the XML prolog and doctype
+
+
+def new_figure(width: float = 5.0, height: float = 3.0) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 8})
+    figure, axes = plt.subplots(figsize=(width, height))
+    axes.grid(alpha=0.3)
+    return figure, axes
+
+
+def score_figure(task: str, groups: list[list[Run]]) -> str:
+    """Training-episode scores against env frames: raw points and a smoothed line per run, a
+    mean with a min-max band per group of seeds, eval results, the official curve dashed."""
+    figure, axes = new_figure(9.0, 4.0)
+    colours = iter(f"C{i}" for i in range(10_000))
+    for group in groups:
+        colour = next(colours)
+        grouped = band(group, "episode/score")
+        for run in group:
+            x, y = run.series["episode/score"]
+            axes.scatter(x, y, s=6, alpha=0.4, color=colour, linewidths=0)
+            if grouped is None and len(y):
+                axes.plot(x, smooth(y, max(1, len(y) // 20)), color=colour, lw=1.5,
+                          label=f"{run.label}")
+            if "eval/mean" in run.series and len(run.series["eval/mean"][0]):
+                ex, ey = run.series["eval/mean"]
+                low, high = run.series["eval/ci95_low"][1], run.series["eval/ci95_high"][1]
+                axes.errorbar(ex, ey, yerr=[ey - low, high - ey], fmt="o", ms=3, color=colour,
+                              capsize=2, label=f"eval, seed {run.seed}")
+        if grouped is not None:
+            seeds = ", ".join(str(run.seed) for run in group)
+            axes.plot(grouped["x"], grouped["mean"], color=colour, lw=1.8,
+                      label=f"{task}: mean of {len(group)} runs (seeds {seeds})")
+            axes.fill_between(grouped["x"], grouped["low"], grouped["high"], color=colour,
+                              alpha=0.2, lw=0)
+    suite = official_suite(groups[0][0])
+    official = official_curve(suite, task) if suite else None
+    if official is not None:
+        axes.plot(official["x"], official["mean"], "k--", lw=1.2,
+                  label=f"official DreamerV3 ({suite}, mean of {int(official['seeds'])} seeds)")
+        axes.fill_between(official["x"], official["low"], official["high"], color="k",
+                          alpha=0.07, lw=0)
+        frames = max(last_frame(run) for group in groups for run in group)
+        # The runs' range, not the paper's 1M frames, but at least its first point.
+        axes.set_xlim(0, max(frames, official["x"][0]) * 1.05)
+    axes.set_xlabel("env frames")
+    axes.set_ylabel("training-episode score")
+    axes.set_title(task)
+    axes.legend(fontsize=7, loc="best")
+    return svg(figure)
+
+
+def last_frame(run: Run) -> float:
+    return max((float(x[-1]) for x, _ in run.series.values() if len(x)), default=0.0)
+
+
+def panel_figure(title: str, keys: list[str], runs: Sequence[Run],
+                 numbers: Sequence[int]) -> str | None:
+    """One training panel: `keys` of each run, labelled by its number in the runs table."""
+    present = [k for k in keys if any(len(run.series.get(k, ((), ()))[0]) for run in runs)]
+    if not present:
+        return None
+    figure, axes = new_figure()
+    for i, (run, number) in enumerate(zip(runs, numbers, strict=True)):
+        for j, key in enumerate(present):
+            if key not in run.series:
+                continue
+            x, y = run.series[key]
+            style = ["-", "--", ":", "-."][j % 4]
+            name = key.rsplit("/", 1)[-1] if len(present) > 1 else key
+            label = f"{name}" + (f" [{number}]" if len(runs) > 1 else "")
+            axes.plot(x, y, style, color=f"C{i}" if len(runs) > 1 else f"C{j}", lw=1,
+                      label=label)
+    axes.set_title(title)
+    axes.set_xlabel("env frames")
+    if len(present) > 1 or len(runs) > 1:
+        axes.legend(fontsize=6)
+    return svg(figure)
+
+
+def video_tags(runs: Sequence[Run], output: Path) -> str:
+    parts = []
+    for i, run in enumerate(runs):
+        if not run.videos:
+            continue
+        parts.append(f"<h3>[{i}] {html.escape(run.label)}</h3><div class='videos'>")
+        for video in run.videos:
+            href = urllib.parse.quote(os.path.relpath(video.resolve(), output.resolve().parent))
+            parts.append(f"<figure><video controls loop muted src='{href}'></video>"
+                         f"<figcaption>{html.escape(video.name)}: true / predicted / error"
+                         f"</figcaption></figure>")
+        parts.append("</div>")
+    return "".join(parts) or "<p>No open-loop videos yet (written every run.report_every " \
+                             "agent steps and at the end of a run).</p>"
+
+
+def runs_table(runs: Sequence[Run]) -> str:
+    rows = ["<tr><th>#</th><th>run</th><th>task</th><th>seed</th><th>env frames</th>"
+            "<th>episodes</th><th>last score</th></tr>"]
+    for i, run in enumerate(runs):
+        y = run.series["episode/score"][1]
+        frames = last_frame(run)
+        last = f"{y[-1]:.1f}" if len(y) else ""
+        rows.append(f"<tr><td>{i}</td><td>{html.escape(str(run.run_dir))}</td>"
+                    f"<td>{html.escape(run.task)}</td><td>{run.seed}</td>"
+                    f"<td>{int(frames):,}</td><td>{len(y)}</td><td>{last}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def config_section(runs: Sequence[Run]) -> str:
+    parts = []
+    if len(runs) > 1:
+        diff = differences(runs)
+        if diff:
+            head = "".join(f"<th>[{i}]</th>" for i in range(len(runs)))
+            rows = "".join(f"<tr><td>{html.escape(key)}</td>"
+                           + "".join(f"<td>{html.escape(repr(v))}</td>" for v in values)
+                           + "</tr>" for key, values in diff.items())
+            parts.append(f"<h3>Fields that differ</h3><table><tr><th>field</th>{head}</tr>"
+                         f"{rows}</table>")
+        else:
+            parts.append("<p>The runs have the same config.</p>")
+    for i, run in enumerate(runs):
+        text = (run.run_dir / "config.toml").read_text()
+        parts.append(f"<details><summary>[{i}] config.toml of {html.escape(run.label)}"
+                     f"</summary><pre>{html.escape(text)}</pre></details>")
+    return "".join(parts)
+
+
+def build_page(runs: Sequence[Run], output: Path) -> str:
+    tasks: dict[str, list[list[Run]]] = {}
+    for group in group_seeds(runs):
+        tasks.setdefault(group[0].task, []).append(group)
+    sections = []
+    for task, groups in tasks.items():
+        members = [run for group in groups for run in group]
+        numbers = [runs.index(run) for run in members]
+        panels = [panel_figure(title, keys, members, numbers) for title, keys in PANELS]
+        index = ", ".join(f"[{number}]" for number in numbers)
+        sections.append(f"<h2>{html.escape(task)}</h2>"
+                        f"<figure>{score_figure(task, groups)}</figure>"
+                        f"<h3>Training of {index}</h3><div class='panels'>"
+                        + "".join(f"<figure>{p}</figure>" for p in panels if p is not None)
+                        + "</div>")
+    title = ", ".join(tasks)
+    return (f"<!DOCTYPE html>\n{MARKER}\n<html><head><meta charset='utf-8'>"
+            f"<title>dreamerctl report: {html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>"
+            f"<h1>dreamerctl report: {html.escape(title)}</h1>{runs_table(runs)}"
+            + "".join(sections) +
+            f"<h2>Open-loop videos</h2>{video_tags(runs, output)}"
+            f"<h2>Config</h2>{config_section(runs)}"
+            "<p><small>The official curves are the 2024 DreamerV3 code's training-episode "
+            "scores (danijar/dreamerv3, scores/; Copyright (c) 2024 Danijar Hafner, MIT "
+            "licence).</small></p></body></html>\n")
+
+
+def write_page(runs: Sequence[Run], output: Path) -> Path:
+    text = build_page(runs, output)
+    temporary = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return output
+
+
+def as_json(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    return [{"run_dir": str(run.run_dir), "task": run.task, "seed": run.seed,
+             "videos": [str(v) for v in run.videos],
+             "series": {name: {"frames": x.tolist(), "value": y.tolist()}
+                        for name, (x, y) in run.series.items()}} for run in runs]

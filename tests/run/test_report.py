@@ -1,0 +1,150 @@
+"""dreamerctl report on real debug runs: series, seed groups, the official curve, videos, the
+page in a real browser, and the bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreamerctl.run import rundir
+from dreamerctl.run.report import band, official_curve, smooth
+from dreamerctl.run.train import train_from_cli
+from tests.helpers import assert_one_error, run_cli
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two CartPole seeds of one recipe and a Pong run with open-loop videos."""
+    root = tmp_path_factory.mktemp("runs")
+    found = []
+    for task, seed, extra in [("gym_CartPole-v1", 0, []), ("gym_CartPole-v1", 1, []),
+                              ("atari_pong", 0, ["run.report_every=20"])]:
+        found.append(train_from_cli(task, ["debug"], ["run.steps=40", 'run.device="cpu"',
+                                                      f"run.seed={seed}", *extra], root, None))
+    return found
+
+
+def counts(path: Path, key: str) -> int:
+    return sum(1 for record in rundir.read_jsonl(path) if isinstance(record.get(key), int | float))
+
+
+def test_json_has_every_series_with_every_point(runs: list[Path]) -> None:
+    result = run_cli("report", *map(str, runs), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [Path(run["run_dir"]) for run in data] == runs
+    for run in data:
+        run_dir = Path(run["run_dir"])
+        series = run["series"]
+        assert len(series["episode/score"]["frames"]) == counts(run_dir / "scores.jsonl",
+                                                                "episode/score")
+        metric_keys = {key for record in rundir.read_jsonl(run_dir / "metrics.jsonl")
+                       for key in record if key != "step"}
+        assert metric_keys <= set(series)
+        for key in metric_keys:
+            assert len(series[key]["value"]) == counts(run_dir / "metrics.jsonl", key)
+            assert series[key]["frames"] == sorted(series[key]["frames"])
+    assert all(len(run["series"]["episode/score"]["value"]) > 0 for run in data[:2])
+    assert len(data[2]["videos"]) == 2  # Pong: report_every 20 in 40 steps, then the end
+
+
+def test_csv_is_every_point_of_the_json(runs: list[Path]) -> None:
+    as_json = json.loads(run_cli("report", *map(str, runs), "--json").stdout)
+    result = run_cli("report", *map(str, runs), "--csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["run", "task", "seed", "series", "frames", "value"]
+    assert len(rows) == sum(len(s["value"]) for run in as_json for s in run["series"].values())
+
+
+def test_page_for_one_run_and_for_three(runs: list[Path], tmp_path: Path) -> None:
+    one = run_cli("report", str(runs[0] / "checkpoint.pt"), "-o", str(tmp_path / "one.html"))
+    assert one.returncode == 0, one.stderr
+    assert one.stdout == f"{tmp_path / 'one.html'}\n"
+    page = (tmp_path / "one.html").read_text()
+    assert page.count("<svg") >= 5 and "seed 0" in page
+    out = tmp_path / "sub folder" / "three [x].html"
+    out.parent.mkdir()
+    three = run_cli("report", *map(str, runs), "--output", str(out))
+    assert three.returncode == 0, three.stderr
+    page = out.read_text()
+    # The two CartPole seeds are one group, drawn as a mean with a band.
+    assert "mean of 2 runs (seeds 0, 1)" in page
+    # Pong gets the official Atari100k curve; CartPole has none.
+    assert "official DreamerV3 (atari100k" in page and page.count("official DreamerV3 (") == 1
+    # The fields in which the runs differ, and each config whole.
+    assert "run.seed" in page and "env.action_repeat" in page and page.count("<details>") == 3
+    # Every referenced video exists, relative to the page, and all of the run's are there.
+    sources = [urllib.parse.unquote(s) for s in re.findall(r"src='([^']+)'", page)]
+    assert len(sources) == 2
+    for source in sources:
+        assert (out.parent / source).resolve().is_file()
+    assert {(out.parent / s).resolve() for s in sources} == {
+        p.resolve() for p in (runs[2] / "openloop").glob("*.mp4")}
+
+
+def test_latest_and_refusals(runs: list[Path], tmp_path: Path) -> None:
+    env = {"DREAMERCTL_LOGDIR": str(runs[0].parent.parent)}
+    result = run_cli("report", "latest", "--json", env=env)
+    assert result.returncode == 0 and Path(json.loads(result.stdout)[0]["run_dir"]) == runs[2]
+    assert_one_error(run_cli("report", str(tmp_path / "nope")), 1, "not found")
+    assert_one_error(run_cli("report", str(tmp_path)), 1, "not a run directory")
+    assert_one_error(run_cli("report", str(runs[0]), "--json", "--csv"), 2, "exclude each other")
+    precious = tmp_path / "notes.html"
+    precious.write_text("<html>mine</html>")
+    assert_one_error(run_cli("report", str(runs[0]), "-o", str(precious)), 2,
+                     "is not a dreamerctl report")
+    assert precious.read_text() == "<html>mine</html>"
+    again = tmp_path / "again.html"
+    assert run_cli("report", str(runs[0]), "-o", str(again)).returncode == 0
+    assert run_cli("report", str(runs[1]), "-o", str(again)).returncode == 0  # a report: replaced
+    assert "seed 1" in again.read_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian package chromium)")
+def test_page_opens_in_a_real_browser(runs: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    assert run_cli("report", *map(str, runs), "-o", str(out)).returncode == 0
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600",
+                    f"--screenshot={shot}", out.as_uri()], capture_output=True, timeout=120)
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    assert pixels.shape == (1600, 1200)
+    assert pixels.std() > 20  # text, axes and curves, not a blank or error page
+    assert (pixels < 128).mean() > 0.01
+
+
+def test_smooth_band_and_official_curve_by_hand() -> None:
+    np.testing.assert_allclose(smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+    from dreamerctl.run.report import Run
+
+    def run(x: list[float], y: list[float]) -> Run:
+        return Run(Path("r"), "t", {}, {"s": (np.array(x), np.array(y))})
+
+    grouped = band([run([1, 3], [10, 20]), run([1, 3, 9], [30, 40, 99])], "s", bins=2)
+    assert grouped is not None
+    # Up to the shorter run's last frame (3): bins [0, 1.5) and [1.5, 3].
+    np.testing.assert_allclose(grouped["x"], [0.75, 2.25])
+    np.testing.assert_allclose(grouped["mean"], [20.0, 30.0])
+    np.testing.assert_allclose(grouped["low"], [10.0, 20.0])
+    np.testing.assert_allclose(grouped["high"], [30.0, 40.0])
+    pong = official_curve("atari100k", "atari_pong")
+    assert pong is not None and pong["x"][0] == 10_000 and int(pong["seeds"]) >= 5
+    assert -21 <= pong["mean"][0] <= -19  # Pong starts near the random agent's -21
+    assert official_curve("atari100k", "gym_CartPole-v1") is None
