@@ -29,6 +29,7 @@ class RunConfig(Section):
         "reduce-overhead also replays them as CUDA graphs on a GPU."
     )
     save_every: float = Field(gt=0, description="Seconds between checkpoints.")
+    tensorboard: bool = Field(description="Also write TensorBoard events to tensorboard/.")
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from dreamerctl.run.checkpoint import (
     save_checkpoint,
 )
 from dreamerctl.run.distributed import World, join, state_digest
+from dreamerctl.run.events import Events, open_events, require_tensorboard
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
 
@@ -84,6 +85,8 @@ def prepare(task: str, presets: list[str], overrides: Sequence[Override], logdir
     if resume is None:
         check_task(task)
         config = build_config(task, presets, overrides)
+        if config.run.tensorboard:
+            require_tensorboard()
         check_writable(logdir)
         return config, rundir.new_run_dir(logdir, task), None
     if presets:
@@ -93,6 +96,8 @@ def prepare(task: str, presets: list[str], overrides: Sequence[Override], logdir
     if data["task"] != task:
         raise UsageError(f"checkpoint {path} is for task {data['task']}, not {task}")
     config = saved_config(data["config"], str(path), overrides)
+    if config.run.tensorboard:
+        require_tensorboard()
     check_writable(path.parent)
     return config, path.parent, data
 
@@ -147,6 +152,7 @@ class Trainer:
         # gathered at the next metrics line or checkpoint): (frames, score, length).
         self.pending: list[tuple[int, float, int]] = []
         self.window = Window()
+        self.events = Events()  # TensorBoard, opened in build() where run.tensorboard asks
         cfg = config.train
         # The replayed steps of one update are those of all ranks, W x B x T (SPEC §4's ratio
         # over all ranks' agent steps): the updates per loop iteration stay what one process does.
@@ -211,6 +217,7 @@ class Trainer:
                              device=replay_device)
         if self.resume is not None:
             self.restore(self.resume, keep_replay)
+        self.events = open_events(run.tensorboard, self.run_dir, world.main)
         if world.main:
             (self.run_dir / rundir.CONFIG).write_text(dump_config(self.config))
             for name in (rundir.METRICS, rundir.SCORES):
@@ -324,6 +331,7 @@ class Trainer:
                 self.report()
             finally:
                 self.envs.close()
+                self.events.close()
         except Exception as e:
             # Another rank died or hung: say which, instead of gloo's or NCCL's message.
             lost = self.world.explain(e)
@@ -454,8 +462,9 @@ class Trainer:
             self.episodes += 1
             window.scores.append(score)
             if self.world.main:
-                rundir.append_jsonl(self.run_dir / rundir.SCORES, {
-                    "step": frames, "episode/score": score, "episode/length": length})
+                row = {"step": frames, "episode/score": score, "episode/length": length}
+                rundir.append_jsonl(self.run_dir / rundir.SCORES, row)
+                self.events.scalars(row, frames)
 
     def log_metrics(self, window: Window, seconds: float) -> dict[str, float]:
         """Write one metrics line (rank 0: losses averaged over all ranks' updates, rates and
@@ -482,6 +491,7 @@ class Trainer:
         if window.scores:
             record["episode/score_mean"] = float(np.mean(window.scores))
         rundir.append_jsonl(self.run_dir / rundir.METRICS, record)
+        self.events.scalars(record, self.frames)
         return {"env_fps": record["fps/env"], "upd_s": record["train/updates_per_s"]}
 
     def save(self) -> bool:
@@ -562,6 +572,7 @@ class Trainer:
         folder.mkdir(exist_ok=True)
         frames = openloop_grid(result[0], result[1], context)
         write_mp4(folder / f"openloop_{self.frames}.mp4", frames, fps=10)
+        self.events.video("openloop", frames, self.frames, fps=10)
 
 
 class Window:
