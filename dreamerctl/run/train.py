@@ -37,6 +37,7 @@ from dreamerctl.run.distributed import World, join, state_digest
 from dreamerctl.run.events import Events, open_events, require_tensorboard
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
+from dreamerctl.run.threads import SMALL_MODEL
 
 log = logging.getLogger("dreamerctl")
 
@@ -63,6 +64,9 @@ def train_from_cli(task: str, presets: list[str], overrides: Sequence[Override],
     try:
         config, run_dir, data = world.from_main(
             lambda: prepare(task, presets, overrides, logdir, resume))
+        if nothing_to_train(config, run_dir, data, world.main):
+            clean = True
+            return run_dir if world.main and data is not None else None
         Trainer(task, config, run_dir, resume=data, world=world).run()
         clean = True
     except Exception as e:
@@ -100,6 +104,26 @@ def prepare(task: str, presets: list[str], overrides: Sequence[Override], logdir
         require_tensorboard()
     check_writable(path.parent)
     return config, path.parent, data
+
+
+def nothing_to_train(config: Config, run_dir: Path, data: dict[str, Any] | None,
+                     main: bool) -> bool:
+    """Whether `--steps` leaves nothing to do (issue 23): then no run directory is made for a
+    new run and a resumed run's checkpoint stays as it is, instead of an untrained or
+    rewritten checkpoint becoming `latest`."""
+    steps = config.run.steps
+    if data is None and steps == 0:
+        if main:
+            log.warning("--steps 0: nothing to train, so no run directory was made")
+            remove_if_empty(run_dir)
+        return True
+    if data is not None and steps <= int(data["step"]):
+        if main:
+            log.warning("%s is at step %d and --steps %d is the total, not more steps: "
+                        "nothing to train, the checkpoint is unchanged (give --steps above %d)",
+                        run_dir, data["step"], steps, data["step"])
+        return True
+    return False
 
 
 def remove_if_empty(run_dir: Path) -> None:
@@ -201,8 +225,8 @@ class Trainer:
         if replay_device == "cpu":
             # The ranks of one node share its memory, each with a replay of its own.
             check_memory(needed * world.local_size, capacity=train.replay_capacity)
-        log.info("replay: capacity %d steps, %s at full capacity, on %s",
-                 train.replay_capacity, format_bytes(needed), replay_device)
+        if world.main:
+            self.announce(format_bytes(needed), replay_device)
         if train.replay_capacity // env.num_envs < train.batch_length:
             raise UsageError(
                 f"train.replay_capacity {train.replay_capacity} is too small for "
@@ -222,6 +246,26 @@ class Trainer:
             (self.run_dir / rundir.CONFIG).write_text(dump_config(self.config))
             for name in (rundir.METRICS, rundir.SCORES):
                 (self.run_dir / name).touch()
+
+    def announce(self, replay_bytes: str, replay_device: str) -> None:
+        """The start summary on stderr (issue 23): where the run goes, what it trains on what,
+        for how long, and the replay's full size; a warning where a pixel model meets a CPU."""
+        run, env = self.config.run, self.config.env
+        params = sum(p.numel() for p in self.agent.parameters() if p.requires_grad)
+        log.info("run directory: %s", self.run_dir)
+        log.info("%s on %s: %.2fM parameters, %d agent steps (%d env frames), replay up to "
+                 "%d steps = %s on %s", self.task, self.device, params / 1e6, run.steps,
+                 run.steps * env.action_repeat, self.config.train.replay_capacity,
+                 replay_bytes, replay_device)
+        train = self.config.train
+        updates = int(max(0, run.steps - max(run.prefill, train.batch_size * train.batch_length))
+                      * train.train_ratio / (train.batch_size * train.batch_length))
+        pixels = "image" in self.envs.obs_space and params > SMALL_MODEL
+        if self.device.type == "cpu" and pixels and updates >= 1000:
+            log.warning("a %.1fM-parameter model learning from pixels on a CPU: the %s updates "
+                        "of this run take seconds each, days in all. On a CPU, DMC tasks learn "
+                        "from vectors with --preset dmc_proprio; pixels want a GPU",
+                        params / 1e6, f"{updates:,}")
 
     def same_world(self, data: dict[str, Any]) -> bool:
         """Whether the checkpoint was written by as many ranks as this run has."""
@@ -358,6 +402,7 @@ class Trainer:
         tracker = EpisodeTracker(self.config.env.num_envs)
         self.window = Window()
         last_save = last_log = time.monotonic()
+        saved = False
         next_report = self.next_report()
         obs = self.envs.reset()
         state = None
@@ -391,9 +436,13 @@ class Trainer:
                     ))
                 bar.update(self.step, updates=self.updates, score=self.last_score(self.window),
                            **rates)
-                if save_due:
+                # A new run saves right after its first update, so that `latest` means it
+                # from then on rather than after run.save_every (issue 23). Updates happen in
+                # lockstep, so every rank agrees.
+                first = self.resume is None and not saved and self.updates > 0
+                if save_due or first:
                     self.save()
-                    last_save = time.monotonic()
+                    last_save, saved = time.monotonic(), True
                 if next_report is not None and self.step >= next_report:
                     self.report()
                     next_report = self.next_report()

@@ -53,10 +53,30 @@ def test_cartpole_debug_run(tmp_path: Path) -> None:
     assert ready == 16
     assert data["runner"]["updates"] == 2 * (120 - ready + 1)
     # config.toml is usable again as a preset and gives the same config.
-    again = train_from_cli("gym_CartPole-v1", [str(run_dir / "config.toml")], ["run.steps=0"],
+    again = train_from_cli("gym_CartPole-v1", [str(run_dir / "config.toml")], ["run.steps=1"],
                            tmp_path / "logdir2", resume=None)
-    assert (again / "config.toml").read_text().replace("steps = 0", "steps = 120") == (
+    assert (again / "config.toml").read_text().replace("steps = 1\n", "steps = 120\n") == (
         run_dir / "config.toml").read_text()
+
+
+def test_nothing_to_train_writes_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`--steps 0` makes no run directory; a resume whose --steps is not above the run's step
+    leaves its checkpoint as it was (issue 23), each with a warning."""
+    with caplog.at_level("WARNING", logger="dreamerctl"):
+        assert train_from_cli("gym_CartPole-v1", ["debug"], ["run.steps=0"], tmp_path / "empty",
+                              resume=None) is None
+    assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("*.pt"))
+    assert "--steps 0: nothing to train" in caplog.text
+    run_dir = train(tmp_path, "gym_CartPole-v1", steps=30)
+    checkpoint = run_dir / "checkpoint.pt"
+    before = (checkpoint.read_bytes(), checkpoint.stat().st_mtime_ns)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dreamerctl"):
+        again = train_from_cli("gym_CartPole-v1", [], ["run.steps=20"], tmp_path,
+                               resume=str(run_dir))
+    assert again == run_dir
+    assert (checkpoint.read_bytes(), checkpoint.stat().st_mtime_ns) == before
+    assert "is at step 30 and --steps 20 is the total" in caplog.text
 
 
 def test_atari_debug_run_with_openloop_video(tmp_path: Path) -> None:
