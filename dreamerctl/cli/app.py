@@ -33,10 +33,26 @@ app.command("compare")(compare.compare)
 app.command("report")(report.report)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("dreamerctl")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            number = "unknown (not installed)"
+        sys.stdout.write(f"dreamerctl {number}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show tracebacks and debug logs (also DREAMERCTL_DEBUG=1)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     if debug:

@@ -131,3 +131,10 @@ def test_paths_with_brackets_and_spaces_print_verbatim(tmp_path: Path) -> None:
         assert gif.returncode == 0 and gif.stdout == f"{tmp_path / name / 'a[1].gif'}\n"
     table = run_cli("compare", str(run_dir / "checkpoint.pt"), "--episodes", "1", env=env)
     assert table.returncode == 0 and "[exp]" in table.stdout.replace("\n", "")
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout == f"dreamerctl {version('dreamerctl')}\n"
