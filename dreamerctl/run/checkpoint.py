@@ -52,6 +52,23 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
+def copy_checkpoint(source: Path, path: Path) -> None:
+    """An atomic copy of a checkpoint (the best one of a run), written as save_checkpoint
+    writes: a temporary file, fsync, rename."""
+    import shutil
+
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files of saves that were killed midway (their process is gone);
     returns them. A live process's temporary file is left alone."""

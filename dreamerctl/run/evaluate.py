@@ -52,7 +52,7 @@ class RandomPolicy:
 
 
 def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed: int,
-                 mode: str, label: str) -> tuple[list[float], list[int]]:
+                 mode: str, label: str, progress: bool = True) -> tuple[list[float], list[int]]:
     """`episodes` whole episodes, split evenly over the preset's envs; `agent` None acts
     uniformly at random. Each env i starts from seed + i and does its own share, so the result
     depends only on the seed and the env count."""
@@ -70,7 +70,7 @@ def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed
     try:
         tracker = EpisodeTracker(num)
         obs, state = envs.reset(), None
-        with ProgressReporter(label, episodes) as bar:
+        with ProgressReporter(label, episodes, enabled=progress) as bar:
             while any(len(d) < q for d, q in zip(done, quota, strict=True)):
                 for episode in tracker.update(obs):
                     if len(done[episode.env]) < quota[episode.env]:

@@ -24,7 +24,6 @@ import numpy as np
 from dreamerctl.errors import RunError
 from dreamerctl.run import rundir
 
-EVALS = "eval.jsonl"
 # Config fields that say how a run was driven, not what it trained: runs that differ only in
 # these (and the seed) are seeds of one experiment. run.steps changes at every resume.
 NOT_THE_RECIPE = ("run.seed", "run.steps", "run.device", "run.threads", "run.save_every",
@@ -107,7 +106,7 @@ def read_run(run_dir: Path) -> Run:
                    if key != "step" and isinstance(value, int | float)})
     for key in keys:
         series[key] = xy(metrics, key)
-    evals = rundir.read_jsonl(run_dir / EVALS)
+    evals = rundir.read_jsonl(run_dir / rundir.EVALS)
     if evals:
         for key in ("mean", "ci95_low", "ci95_high"):
             series[f"eval/{key}"] = xy(evals, key)

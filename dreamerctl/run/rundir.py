@@ -2,6 +2,7 @@
 
     <logdir>/dreamer_<task>/<YYYYmmdd-HHMMSS>/
         checkpoint.pt, config.toml, metrics.jsonl, scores.jsonl, openloop/, replay/
+        eval.jsonl and checkpoint_best.pt with run.eval_every
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 SCORES = "scores.jsonl"
+EVALS = "eval.jsonl"  # run.eval_every's results, one line per evaluation
+BEST = "checkpoint_best.pt"  # a copy of the checkpoint at the best eval mean
 PREFIX = "dreamer_"
 
 log = logging.getLogger("dreamerctl")

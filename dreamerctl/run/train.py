@@ -29,6 +29,7 @@ from dreamerctl.config.loader import Override
 from dreamerctl.errors import Interrupted, RunError, UsageError, shared
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import (
+    copy_checkpoint,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
@@ -177,6 +178,7 @@ class Trainer:
         self.pending: list[tuple[int, float, int]] = []
         self.window = Window()
         self.events = Events()  # TensorBoard, opened in build() where run.tensorboard asks
+        self.best_eval: float | None = None  # the best eval mean of this run (run.eval_every)
         cfg = config.train
         # The replayed steps of one update are those of all ranks, W x B x T (SPEC §4's ratio
         # over all ranks' agent steps): the updates per loop iteration stay what one process does.
@@ -295,6 +297,8 @@ class Trainer:
         self.episodes = int(counters["episodes"])
         self.ready_step = counters["ready_step"]
         self.clock.remainder = float(counters["clock_remainder"])
+        best = counters.get("best_eval")  # runs saved before run.eval_every have none
+        self.best_eval = None if best is None else float(best)
         loaded = 0
         if keep_replay:
             loaded = self.load_replay()
@@ -313,6 +317,7 @@ class Trainer:
                 log.info("removed %s, left by a save that was killed", tmp.name)
             drop_after(self.run_dir / rundir.METRICS, self.frames)
             drop_after(self.run_dir / rundir.SCORES, self.frames)
+            drop_after(self.run_dir / rundir.EVALS, self.frames)
         log.info("resumed %s at step %d with %d replay steps", self.run_dir, self.step, loaded)
 
     def load_replay(self) -> int:
@@ -404,6 +409,7 @@ class Trainer:
         last_save = last_log = time.monotonic()
         saved = False
         next_report = self.next_report()
+        next_eval = (self.step // run.eval_every + 1) * run.eval_every if run.eval_every else 0
         obs = self.envs.reset()
         state = None
         rates: dict[str, float] = {}
@@ -446,6 +452,9 @@ class Trainer:
                 if next_report is not None and self.step >= next_report:
                     self.report()
                     next_report = self.next_report()
+                if run.eval_every and self.step >= next_eval:
+                    self.evaluate()
+                    next_eval = (self.step // run.eval_every + 1) * run.eval_every
 
     def collect(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
                 state: Any) -> tuple[dict[str, np.ndarray], Any]:
@@ -582,6 +591,7 @@ class Trainer:
             "config": config_to_dict(self.config),
             "agent": self.agent.save_state(),
             "runner": {"updates": self.updates, "episodes": self.episodes,
+                       "best_eval": self.best_eval,
                        "ready_step": self.ready_step, "clock_remainder": self.clock.remainder,
                        "replayed": self.replayed, "world_size": self.world.size},
             "replay": parts[0]["replay"],
@@ -605,6 +615,41 @@ class Trainer:
         if not path.is_file():
             return f"no checkpoint has been saved in {self.run_dir}"
         return f"the last good checkpoint is kept in {path}"
+
+    def evaluate(self) -> None:
+        """run.eval_episodes episodes of the current policy in fresh envs (sampled actions, as
+        `dreamerctl eval`), appended to eval.jsonl; a new best mean also saves the checkpoint
+        and keeps a copy as checkpoint_best.pt. Rank 0 evaluates while the others wait. The
+        training RNG streams are left as they were, so evaluating changes no training step."""
+        import torch
+
+        from dreamerctl.run.evaluate import run_episodes, summarize
+
+        run = self.config.run
+        better = False
+        if self.world.main:
+            seed = run.seed * 1000 + 7
+            devices = [self.device] if self.device.type == "cuda" else []
+            state = np.random.get_state(), random.getstate()
+            with torch.random.fork_rng(devices=devices):
+                scores, lengths = run_episodes(self.agent, self.task, self.config.env,
+                                               run.eval_episodes, seed, "sample",
+                                               f"eval {self.task}", progress=False)
+            np.random.set_state(state[0])
+            random.setstate(state[1])
+            result = summarize(scores, lengths, seed)
+            row = {"step": self.frames, "agent_step": self.step, "mode": "sample", "seed": seed,
+                   **result}
+            rundir.append_jsonl(self.run_dir / rundir.EVALS, row)
+            self.events.scalars({f"eval/{k}": result[k] for k in ("mean", "std")}, self.frames)
+            log.info("eval at step %d: mean %.1f over %d episodes (95%% CI %.1f-%.1f)",
+                     self.step, result["mean"], result["episodes"], result["ci95_low"],
+                     result["ci95_high"])
+            better = self.best_eval is None or result["mean"] > self.best_eval
+            if better:
+                self.best_eval = result["mean"]
+        if self.world.broadcast(better) and self.save() and self.world.main:
+            copy_checkpoint(self.run_dir / rundir.CHECKPOINT, self.run_dir / rundir.BEST)
 
     def report(self) -> None:
         """The open-loop video of SPEC §5: true / predicted / error rows (rank 0's replay)."""

@@ -192,3 +192,23 @@ def test_cli_train_prints_the_run_dir(tmp_path: Path) -> None:
     run_dir = Path(result.stdout.strip())
     assert run_dir.parent == tmp_path / "logs" / "dreamer_gym_CartPole-v1"
     assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 40
+
+
+def test_eval_every_writes_evals_keeps_the_best_and_changes_no_training_step(
+        tmp_path: Path) -> None:
+    from dreamerctl.run.checkpoint import load_checkpoint
+
+    plain = train(tmp_path / "plain", "gym_CartPole-v1", steps=90)
+    evaluated = train(tmp_path / "eval", "gym_CartPole-v1", "run.eval_every=40", steps=90)
+    rows = rundir.read_jsonl(evaluated / rundir.EVALS)
+    assert [(r["agent_step"], r["step"], r["episodes"]) for r in rows] == [(40, 40, 2),
+                                                                           (80, 80, 2)]
+    assert all(r["mode"] == "sample" and len(r["scores"]) == 2 for r in rows)
+    best = load_checkpoint(evaluated / rundir.BEST)
+    best_row = max(rows, key=lambda r: r["mean"])
+    assert best["step"] == best_row["agent_step"]
+    assert best["runner"]["best_eval"] == best_row["mean"]
+    # Evaluating forks the random streams: the trained parameters are those of a run without.
+    a = load_checkpoint(plain / "checkpoint.pt")["agent"]["modules"]
+    b = load_checkpoint(evaluated / "checkpoint.pt")["agent"]["modules"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
