@@ -22,6 +22,14 @@ RATE_MIN = 5.0     # and says nothing before it has 5 seconds of them
 NO_ETA = "-:--:--"
 
 
+def fit_fields(fields: dict[str, Any], width: int) -> str:
+    """format_fields of the leading fields that fit in `width` characters."""
+    shown = {key: value for key, value in fields.items() if value is not None}
+    while shown and len(format_fields(shown)) > width:
+        shown.popitem()
+    return format_fields(shown)
+
+
 def format_fields(fields: dict[str, Any]) -> str:
     parts = []
     for key, value in fields.items():
@@ -29,6 +37,10 @@ def format_fields(fields: dict[str, Any]) -> str:
             continue
         parts.append(f"{key} {value:.1f}" if isinstance(value, float) else f"{key} {value}")
     return " | ".join(parts)
+
+
+BAR_WIDTH = 16
+MIN_BAR = 5
 
 
 class Rate:
@@ -85,8 +97,8 @@ class ProgressReporter:
     def __enter__(self) -> ProgressReporter:
         if self.live:
             self.bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(bar_width=BAR_WIDTH),
+                MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                 TextColumn("eta [progress.remaining]{task.fields[eta]}"),
                 console=self.console, transient=False,
             )
@@ -109,8 +121,17 @@ class ProgressReporter:
         self.rate.add(now, completed)
         if self.bar is not None:
             eta = self.eta(now, completed)
-            self.bar.update(self.task_id, completed=completed, info=info,
-                            eta=NO_ETA if eta is None else format_seconds(eta))
+            eta_text = NO_ETA if eta is None else format_seconds(eta)
+            # Steps/total, elapsed and ETA always show; the fields take what the terminal has
+            # left and lose their last ones first (issue 23: at 80 columns they hid the ETA).
+            # The bar shrinks to MIN_BAR before a field is dropped.
+            free = self.console.width - (len(self.description) + 2 * len(str(self.total)) + 1
+                                         + len("0:00:00") + len("eta ") + len(eta_text)
+                                         + 6)  # 6 separating spaces
+            bar_width = max(MIN_BAR, min(BAR_WIDTH, free - len(format_fields(fields))))
+            self.bar.columns[1].bar_width = bar_width  # type: ignore[attr-defined]
+            info = fit_fields(fields, free - bar_width)
+            self.bar.update(self.task_id, completed=completed, info=info, eta=eta_text)
             return
         if self.plain and (force or now - self.last_print >= self.interval):
             self.last_print = now

@@ -440,8 +440,9 @@ class Trainer:
                         f"{self.agent.consecutive_nonfinite} consecutive updates had non-finite "
                         f"losses or gradients, stopping; {self.kept_message()}"
                     ))
-                bar.update(self.step, updates=self.updates, score=self.last_score(self.window),
-                           **rates)
+                # The fields in order of interest: a narrow terminal drops the last ones.
+                bar.update(self.step, score=self.last_score(self.window), **rates,
+                           updates=self.updates)
                 # A new run saves right after its first update, so that `latest` means it
                 # from then on rather than after run.save_every (issue 23). Updates happen in
                 # lockstep, so every rank agrees.
@@ -550,7 +551,7 @@ class Trainer:
             record["episode/score_mean"] = float(np.mean(window.scores))
         rundir.append_jsonl(self.run_dir / rundir.METRICS, record)
         self.events.scalars(record, self.frames)
-        return {"env_fps": record["fps/env"], "upd_s": record["train/updates_per_s"]}
+        return {"updates/s": record["train/updates_per_s"], "env fps": record["fps/env"]}
 
     def save(self) -> bool:
         """Write the checkpoint; a failed write keeps the previous one, warns and returns False.

@@ -100,3 +100,25 @@ def test_terminal_bar_shows_the_same_eta(monkeypatch: pytest.MonkeyPatch) -> Non
         clock[0] = 20.0
         bar.update(310)
         assert task.fields["eta"] == "0:11:30"  # 690 steps at 1 step/s
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 160])
+def test_terminal_bar_keeps_steps_elapsed_and_eta_at_any_width(width: int) -> None:
+    """Steps/total, elapsed time and ETA always show; the fields lose their last ones first
+    and never overflow the line (issue 23: at 80 columns they hid the ETA)."""
+    import re
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
+    fields = {"score": 23.0, "updates/s": 16.9, "env fps": 87.4, "updates": 723}
+    with ProgressReporter("train gym_CartPole-v1", 10000, console=console) as bar:
+        bar.update(1234, **fields)
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buffer.getvalue())
+    line = [row for row in text.splitlines() if row.strip()][-1]
+    assert len(line) <= width
+    assert "1234/10000" in line and re.search(r"\d:\d\d:\d\d eta ", line)
+    shown = [name for name in fields if f"{name} " in line]
+    assert shown == list(fields)[:len(shown)]  # a prefix: the last fields go first
+    assert (len(shown) == len(fields)) == (width >= 130)
+    if width >= 80:
+        assert "score 23.0" in line
