@@ -109,68 +109,6 @@ def test_learn_continues_a_stopped_run(tmp_path: Path) -> None:
     assert "| seed | 20 | 40 |" in results.read_text()
 
 
-def train_debug(task: str, logdir: Path, *sets: str) -> Path:
-    """A tiny run of `task` (short episodes, so that the replay holds complete ones)."""
-    args = ["train", task, "--preset", "debug", "--steps", "80", "--logdir", str(logdir),
-            "--set", "env.time_limit=20", *(a for s in sets for a in ("--set", s))]
-    result = subprocess.run([sys.executable, "-m", "dreamerctl", *args], capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    (run,) = logdir.glob("dreamer_*/*")
-    return run
-
-
-def test_diagnose_reports_values_policy_model_and_gradient(tmp_path: Path) -> None:
-    run = train_debug("gym_Pendulum-v1", tmp_path / "logs", "env.obs_keys=[\"vector\"]")
-    result = script("diagnose.py", str(run), "--json", "--context", "4", "--horizon", "3",
-                    "--windows", "8", "--samples", "4", "--last", "50")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["replay_steps"] == 80
-    # 20-step episodes are 21 records (the reset observation first): the last two complete ones.
-    assert len(report["values"]) == 2
-    for episode in report["values"]:
-        assert episode["length"] == 21
-        assert len(episode["value"]) == len(episode["return"]) == len(episode["steps"])
-        assert episode["return"][-1] == 0.0  # nothing is collected after the last step
-    policy = report["policy"]
-    assert policy["steps"] == 50
-    low, *_, high = policy["std"][0]  # one action dimension, quantiles 0..1 of its std
-    assert 0.1 <= low <= high <= 1.0  # actor_critic.min_std, max_std
-    assert 0.0 <= policy["at_bound"][0] <= 1.0
-    reward = report["reward"]  # Pendulum's reward is never exactly 0
-    assert 47 <= reward["steps"] <= 48  # the last 50 steps hold 2 or 3 resets, left out
-    assert reward["zero_steps"] == 0 and "phantom_value" not in reward
-    assert reward["mae_at_nonzero"] > 0
-    model = report["model"]
-    assert model["windows"] == 8 and model["after_steps"] == [1, 3]
-    for key in ("vector_rmse", "unchanged_rmse"):
-        assert [len(row) for row in model[key]] == [3, 3]  # Pendulum: cos, sin, velocity
-        assert all(x >= 0 for row in model[key] for x in row)
-    assert len(model["posterior_rmse"]) == 3
-    rows = report["gradient"]["states"]
-    assert len(rows) == 8 and all(len(row["grad_mean"]) == 1 for row in rows)
-    assert all(abs(row["grad_mean"][0]) < 1e6 for row in rows)
-
-
-def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> None:
-    run = train_debug("gym_FrozenLake-v1", tmp_path / "logs", "env.obs_keys=[\"vector\"]")
-    result = script("diagnose.py", str(run), "--json", "--context", "4", "--horizon", "3",
-                    "--windows", "4")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["gradient"] is None  # no dynamics gradient for discrete actions
-    share = report["policy"]["action_share"]  # of one-hot actions, each rounded to 3 digits
-    assert abs(sum(share) - 1.0) <= 0.0005 * len(share) + 1e-9
-    reward = report["reward"]  # FrozenLake's reward is 0 but at the goal
-    assert 0 < reward["steps"] < 80  # the resets are left out
-    assert reward["zero_steps"] >= reward["steps"] - 2
-    assert reward["phantom_value"] == pytest.approx(reward["pred_at_zero_mean"] * 333, rel=0.01)
-    missing = script("diagnose.py", str(tmp_path))
-    assert missing.returncode == 2
-    assert missing.stderr.strip() == f"error: no checkpoint.pt in {tmp_path}"
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA is")
 def test_gpu_check_without_a_gpu_is_one_error_line() -> None:
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--output",

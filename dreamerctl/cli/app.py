@@ -10,7 +10,7 @@ import traceback
 
 import typer
 
-from dreamerctl.cli import compare, eval, find_latest, gif, record, report, train
+from dreamerctl.cli import compare, diagnose, eval, find_latest, gif, record, report, train
 from dreamerctl.cli.common import setup_logging
 from dreamerctl.errors import DreamerError
 from dreamerctl.run.distributed import launch_rank
@@ -31,6 +31,7 @@ app.command("find-latest")(find_latest.find_latest)
 app.command("gif")(gif.gif)
 app.command("compare")(compare.compare)
 app.command("report")(report.report)
+app.command("diagnose")(diagnose.diagnose)
 
 
 def _show_version(value: bool) -> None:

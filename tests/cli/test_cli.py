@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import assert_one_error, run_cli
 
-COMMANDS = ["train", "eval", "record", "find-latest", "gif", "compare", "report"]
+COMMANDS = ["train", "eval", "record", "find-latest", "gif", "compare", "report", "diagnose"]
 
 
 def test_root_help_lists_every_command() -> None:

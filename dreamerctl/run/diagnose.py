@@ -1,6 +1,7 @@
-"""Why does a run not learn? Look inside its checkpoint with its own replay.
+"""Why does a run not learn? `dreamerctl diagnose` looks inside its checkpoint with its own
+replay.
 
-    python benchmarks/diagnose.py ~/logdir/dreamer_dmc_cartpole_balance/20261122-104306
+    dreamerctl diagnose ~/logdir/dreamer_dmc_cartpole_balance/20261122-104306
 
 Four reports, each on the run's latest checkpoint and the last steps of its replay (stream 0):
 
@@ -23,14 +24,12 @@ Four reports, each on the run's latest checkpoint and the last steps of its repl
   world model at replayed states, over `--samples` imagined futures each: the signal the
   "dynamics" actor gradient follows. A mean that is small against its spread is a noisy signal.
 
-Prints plain text; `--json` prints one JSON object instead. Runs on the CPU in seconds.
+The CLI prints plain text (`format_report`); `--json` prints the report as one JSON object.
+Runs on the CPU in seconds.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,22 +40,10 @@ import torch
 from dreamerctl.agent.agent import TRAIN_KEYS
 from dreamerctl.agent.behavior import Behavior
 from dreamerctl.agent.maths import lambda_return
+from dreamerctl.errors import RunError
 from dreamerctl.replay.chunks import list_chunks, read_chunk
+from dreamerctl.run import rundir
 from dreamerctl.run.policy import load_agent
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a run directory (checkpoint.pt and replay/)")
-    parser.add_argument("--episodes", type=int, default=2, help="episodes for the value report")
-    parser.add_argument("--last", type=int, default=1000, help="replayed steps for the policy")
-    parser.add_argument("--context", type=int, default=16, help="posterior steps before open loop")
-    parser.add_argument("--horizon", type=int, default=15, help="open-loop steps")
-    parser.add_argument("--windows", type=int, default=64, help="open-loop windows")
-    parser.add_argument("--samples", type=int, default=64, help="imagined futures per state")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true")
-    return parser.parse_args(argv)
 
 
 def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
@@ -109,6 +96,8 @@ def value_report(agent: Any, data: dict[str, np.ndarray], count: int) -> list[di
             ret[t] = reward[t + 1] + gamma * ret[t + 1]
         steps = np.unique(np.linspace(0, len(reward) - 1, 9).astype(int))
         out.append({"score": float(reward.sum()), "length": int(end - first),
+                    # A time limit is no death: the critic rightly values what comes after.
+                    "truncated": not bool(ep["is_terminal"][0][-1]),
                     "steps": steps.tolist(), "value": significant(value[steps]),
                     "return": significant(ret[steps])})
     return out
@@ -172,6 +161,10 @@ def model_report(agent: Any, data: dict[str, np.ndarray], context: int, horizon:
         s = int(rng.integers(0, n - length))
         if not data["is_first"][s + 1:s + length].any():
             starts.append(s)
+    if not starts:
+        return {"windows": 0, "after_steps": [],
+                "note": f"no {length}-step window without an episode start in the replay: "
+                        "give a smaller --context or --horizon"}
     batch = window(data, np.array(starts)[:, None] + np.arange(length))
     tensors = agent.tensors(batch, (*agent.wm.keys, *TRAIN_KEYS))
     post, _ = agent.wm.observe({key: value[:, :context] for key, value in tensors.items()})
@@ -246,16 +239,17 @@ def gradient_report(agent: Any, data: dict[str, np.ndarray], samples: int,
     return {"samples": samples, "states": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    checkpoint = args.run / "checkpoint.pt"
+def diagnose(run: Path, episodes: int = 2, last: int = 1000, context: int = 16,
+             horizon: int = 15, windows: int = 64, samples: int = 64,
+             seed: int = 0) -> dict[str, Any]:
+    """The five reports for a run directory, from its latest checkpoint and its replay."""
+    checkpoint = run / rundir.CHECKPOINT
     if not checkpoint.is_file():
-        print(f"error: no checkpoint.pt in {args.run}", file=sys.stderr)
-        return 2
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+        raise RunError(f"no {rundir.CHECKPOINT} in {run}{rundir.runs_inside(run)}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:  # a live run may replace its checkpoint
-        copy = Path(tmp) / "checkpoint.pt"
+        copy = Path(tmp) / rundir.CHECKPOINT
         copy.write_bytes(checkpoint.read_bytes())
         loaded = load_agent(copy, device="cpu")
     agent = loaded.agent
@@ -265,63 +259,65 @@ def main(argv: list[str] | None = None) -> int:
     keys["reward"] = ((), "float32")
     for flag in ("is_first", "is_last", "is_terminal"):
         keys[flag] = ((), "bool")
-    data = load_replay(args.run, keys)
-    report = {
-        "run": str(args.run), "step": loaded.step, "replay_steps": len(data["reward"]),
-        "values": value_report(agent, data, args.episodes),
-        "policy": policy_report(agent, data, args.last),
-        "reward": reward_report(agent, data, args.last),
-        "model": model_report(agent, data, args.context, args.horizon, args.windows, rng),
-        "gradient": gradient_report(agent, data, args.samples, rng),
+    data = load_replay(run, keys)
+    return {
+        "run": str(run), "step": loaded.step, "replay_steps": len(data["reward"]),
+        "values": value_report(agent, data, episodes),
+        "policy": policy_report(agent, data, last),
+        "reward": reward_report(agent, data, last),
+        "model": model_report(agent, data, context, horizon, windows, rng),
+        "gradient": gradient_report(agent, data, samples, rng),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print_report(report)
-    return 0
 
 
-def print_report(report: dict[str, Any]) -> None:
-    print(f"{report['run']}: checkpoint at step {report['step']}, "
+def format_report(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    lines.append(f"{report['run']}: checkpoint at step {report['step']}, "
           f"{report['replay_steps']} replayed steps")
-    print("\nvalues (critic V vs discounted return collected) along the last episodes")
+    lines.append("\nvalues (critic V vs discounted return collected) along the last episodes")
     for ep in report["values"]:
-        print(f"  episode score {ep['score']:.1f}, {ep['length']} steps")
-        print("    t:     " + " ".join(f"{t:7d}" for t in ep["steps"]))
-        print("    V:     " + " ".join(f"{v:7.3g}" for v in ep["value"]))
-        print("    return:" + " ".join(f"{v:7.3g}" for v in ep["return"]))
+        cut = (", cut by the time limit: the return omits what the critic counts after it"
+               if ep.get("truncated") else "")
+        lines.append(f"  episode score {ep['score']:.1f}, {ep['length']} steps{cut}")
+        lines.append("    t:     " + " ".join(f"{t:7d}" for t in ep["steps"]))
+        lines.append("    V:     " + " ".join(f"{v:7.3g}" for v in ep["value"]))
+        lines.append("    return:" + " ".join(f"{v:7.3g}" for v in ep["return"]))
     pol = report["policy"]
-    print(f"\npolicy over the last {pol['steps']} replayed steps, quantiles {pol['quantiles']}")
+    lines.append(f"\npolicy over the last {pol['steps']} replayed steps, "
+                 f"quantiles {pol['quantiles']}")
     for key in ("mean", "std", "entropy", "at_bound", "action_share"):
         if key in pol:
-            print(f"  {key}: {pol[key]}")
+            lines.append(f"  {key}: {pol[key]}")
     rew = report["reward"]
-    print(f"\nreward head over {rew['steps']} of the last replayed steps (no resets), "
+    lines.append(f"\nreward head over {rew['steps']} of the last replayed steps (no resets), "
           f"{rew['zero_steps']} with reward 0")
     if "pred_at_zero_mean" in rew:
-        print(f"  prediction where 0: mean {rew['pred_at_zero_mean']}, max |.| "
+        lines.append(f"  prediction where 0: mean {rew['pred_at_zero_mean']}, max |.| "
               f"{rew['pred_at_zero_max_abs']}; as a value (mean / (1 - discount)) "
               f"{rew['phantom_value']}")
     if "mae_at_nonzero" in rew:
-        print(f"  MAE where not 0: {rew['mae_at_nonzero']}")
+        lines.append(f"  MAE where not 0: {rew['mae_at_nonzero']}")
     mod = report["model"]
-    print(f"\nmodel open loop over {mod['windows']} windows, after {mod['after_steps']} steps")
-    print(f"  reward MAE: {mod['reward_mae']}")
+    lines.append(f"\nmodel open loop over {mod['windows']} windows, "
+                 f"after {mod['after_steps']} steps")
+    if "note" in mod:
+        lines.append(f"  {mod['note']}")
+    if "reward_mae" in mod:
+        lines.append(f"  reward MAE: {mod['reward_mae']}")
     if "posterior_rmse" in mod:
-        print(f"  posterior (reconstruction) RMSE per dim: {mod['posterior_rmse']}")
+        lines.append(f"  posterior (reconstruction) RMSE per dim: {mod['posterior_rmse']}")
     for name in ("vector_rmse", "unchanged_rmse"):
         if name in mod:
-            print(f"  {name} per dim:")
+            lines.append(f"  {name} per dim:")
             for k, row in zip(mod["after_steps"], mod[name], strict=True):
-                print(f"    {k:3d}: {row}")
+                lines.append(f"    {k:3d}: {row}")
     grad = report["gradient"]
     if grad is not None:
-        print(f"\nd R_0 / d a_0 through the model, {grad['samples']} imagined futures per state")
+        lines.append(f"\nd R_0 / d a_0 through the model, {grad['samples']} imagined futures "
+                     "per state")
         for row in grad["states"]:
-            print(f"  step {row['step']:6d} a0 {row['action']} R0 {row['return']:7.2f} "
+            lines.append(f"  step {row['step']:6d} a0 {row['action']} R0 {row['return']:7.2f} "
                   f"grad mean {row['grad_mean']} std {row['grad_std']} "
                   f"positive {row['grad_positive']}")
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return "\n".join(lines) + "\n"
