@@ -14,9 +14,9 @@ ParallelEnvs need the usual `if __name__ == "__main__":` guard (the dreamerctl C
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import signal
-import sys
 import traceback
 import weakref
 from multiprocessing.connection import Connection
@@ -32,6 +32,8 @@ from dreamerctl.errors import DreamerError, RunError
 CONTEXT = "spawn"
 POLL_S = 0.05
 JOIN_S = 5.0
+
+log = logging.getLogger("dreamerctl")
 
 
 class EnvFailure(Exception):
@@ -265,10 +267,7 @@ class ParallelEnvs:
                 self.task, index, f"{failure.error} ({self.crashes[index]} crashes in a row)",
                 failure.trace,
             )
-        print(
-            f"warning: env {index} of {self.task} crashed ({failure.error}); restarting it",
-            file=sys.stderr, flush=True,
-        )
+        log.warning("env %d of %s crashed (%s); restarting it", index, self.task, failure.error)
         self.restart(index)
         last = self.last[index]
         if method == "reset" or last is None:

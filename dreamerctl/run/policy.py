@@ -128,8 +128,9 @@ class AgentActor:
 
 
 def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode: str,
-               device: str, with_model: bool) -> tuple[Any, str, EnvConfig]:
-    """The actor, task and env config for `record` with a checkpoint ('latest' or a path)."""
+               device: str, with_model: bool) -> tuple[Any, str, EnvConfig, Path]:
+    """The actor, task, env config and checkpoint path for `record` with a checkpoint
+    ('latest' or a path)."""
     import torch
 
     check_mode(mode)
@@ -140,7 +141,7 @@ def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode:
                          f"but {path} sees only vectors: leave --with-model out")
     chosen, env_cfg = task_and_env(loaded, task)
     torch.manual_seed(seed)
-    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg
+    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg, path
 
 
 def random_agent_setup(checkpoint: str, logdir: Path,

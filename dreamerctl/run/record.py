@@ -6,7 +6,6 @@ optionally with the actor's panels (agent input, model reconstruction) beside th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +14,9 @@ import numpy as np
 
 from dreamerctl.envs.base import ActSpace, Env, Obs
 from dreamerctl.errors import RunError, UsageError
+from dreamerctl.run import rundir
 from dreamerctl.run.progress import ProgressReporter
+from dreamerctl.run.stats import EpisodeTracker
 from dreamerctl.video import Mp4Writer, mp4_to_gif, side_by_side
 
 JSONL = "episodes.jsonl"
@@ -54,15 +55,18 @@ class RandomActor:
 
 def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: int,
                     max_steps: int | None, make_gif: bool, overwrite: bool, seed: int, task: str,
-                    progress: bool = True) -> list[dict[str, Any]]:
+                    progress: bool = True,
+                    checkpoint: Path | None = None) -> list[dict[str, Any]]:
     """Record `episodes` episodes into `output`; returns one row per episode, as in the JSONL.
 
     Episode i resets the env with seed + i and ends at is_last or after `max_steps` agent steps.
-    Each row: {"episode", "score", "length", "path", "task", "seed"} with the episode's env seed.
+    Each row: {"episode", "score", "length", "truncated", "path", "task", "seed",
+    "checkpoint"} with the episode's env seed; `truncated` marks an episode that --max-steps
+    cut, `checkpoint` is the agent's (None for a random agent).
     """
     prepare_output(output, overwrite)
     rows: list[dict[str, Any]] = []
-    with ProgressReporter("record", total=episodes, enabled=progress) as reporter:
+    with ProgressReporter(f"record {task}", total=episodes, enabled=progress) as reporter:
         last_score = None
 
         def on_step(steps: int, score: float) -> None:
@@ -70,11 +74,12 @@ def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: in
 
         for index in range(episodes):
             row = record_episode(env, actor, index, output, fps, max_steps, seed + index, on_step)
-            row = {**row, "task": task}
+            row = {**row, "task": task,
+                   "checkpoint": None if checkpoint is None else str(checkpoint)}
             if make_gif:
                 mp4 = Path(row["path"])
                 mp4_to_gif(mp4, mp4.with_suffix(".gif"), stride=GIF_STRIDE, fps=fps / GIF_STRIDE)
-            append_jsonl(output / JSONL, row)
+            rundir.append_jsonl(output / JSONL, row)
             rows.append(row)
             last_score = row["score"]
             reporter.update(len(rows), force=True, last_score=last_score, length=row["length"])
@@ -87,7 +92,9 @@ def record_episode(env: Env, actor: Actor, index: int, output: Path, fps: int,
     """Run one episode, streaming frames to a temporary MP4 renamed with the score at the end."""
     obs = env.reset(seed=seed)
     actor.reset()
-    score, steps = 0.0, 0
+    tracker = EpisodeTracker(1)
+    tracker.update(batched(obs))
+    steps = 0
     with Mp4Writer(output, fps) as writer:
         while True:
             # Act before drawing, so the panel shows this observation; the action chosen from
@@ -97,12 +104,19 @@ def record_episode(env: Env, actor: Actor, index: int, output: Path, fps: int,
             if obs["is_last"] or (max_steps is not None and steps >= max_steps):
                 break
             obs = env.step(action)
-            score += float(obs["reward"])
+            tracker.update(batched(obs))
             steps += 1
-            on_step(steps, score)
+            on_step(steps, float(tracker.score[0]))
+        score = float(tracker.score[0])
         path = output / f"episode_{index:03d}_score_{score:.1f}.mp4"
         writer.commit(path)
-    return {"episode": index, "score": score, "length": steps, "path": str(path), "seed": seed}
+    return {"episode": index, "score": score, "length": steps,
+            "truncated": not bool(obs["is_last"]), "path": str(path), "seed": seed}
+
+
+def batched(obs: Obs) -> dict[str, np.ndarray]:
+    """One env's step dict as a batch of one, the form EpisodeTracker reads."""
+    return {key: np.asarray(value)[None] for key, value in obs.items()}
 
 
 def compose(frame: np.ndarray, panel: list[np.ndarray] | None) -> np.ndarray:
@@ -147,10 +161,6 @@ def prepare_output(output: Path, overwrite: bool) -> None:
         raise RunError(f"cannot create --output folder {output}: {e.strerror}") from None
 
 
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-
 
 def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episodes: int,
                     output: Path, fps: int, max_steps: int | None, make_gif: bool, seed: int,
@@ -172,10 +182,11 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
     # Fail on the output before loading a checkpoint or starting a simulator.
     check_output(output, overwrite)
     actor: Actor | None = None
+    path: Path | None = None
     if random_agent:
         task, env_cfg, _ = random_agent_setup(checkpoint, logdir, task)
     else:
-        actor, task, env_cfg = load_actor(
+        actor, task, env_cfg, path = load_actor(
             checkpoint=checkpoint, logdir=logdir, task=task, seed=seed, mode=mode,
             device=device, with_model=with_model,
         )
@@ -183,7 +194,7 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
     try:
         actor = actor if actor is not None else RandomActor(env.act_space, seed)
         rows = record_episodes(env, actor, episodes, output, fps, max_steps, make_gif,
-                               overwrite, seed, task)
+                               overwrite, seed, task, checkpoint=path)
     finally:
         env.close()
     return [Path(row["path"]) for row in rows]

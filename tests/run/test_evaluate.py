@@ -205,6 +205,9 @@ def test_record_with_agent_and_model_view(logdir: Path, tmp_path: Path) -> None:
     assert frames.shape[1:] == (400, 600, 3)  # CartPole's own rgb_array size
     lines = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     assert [x["episode"] for x in lines] == [0, 1]
+    _, latest, _ = cli(logdir, "find-latest")
+    assert all(x["checkpoint"] == latest.strip() for x in lines)  # the agent that played
+    assert f"checkpoint: {latest.strip()}" in stderr.splitlines()
 
 
 def test_record_with_model_on_images(tmp_path: Path) -> None:
