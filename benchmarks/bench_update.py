@@ -31,6 +31,7 @@ from dreamerctl.agent.loops import select_starts, summarise
 from dreamerctl.config.loader import build_config
 from dreamerctl.envs.base import ActSpace, Space
 from dreamerctl.replay import Replay, place_replay
+from dreamerctl.run.device import pick_device
 
 ACTION_DIM = 6
 POOL = 2  # the synthetic replay holds POOL batches' worth of steps
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = build_config(None, ["dmc_vision", args.preset], args.set)
     train, size = config.train, tuple(config.env.size)
     obs, act = {"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM)
-    agent = Agent(obs, act, config.world_model, config.actor_critic, train, device=args.device,
+    agent = Agent(obs, act, config.world_model, config.actor_critic, train,
+                  device=pick_device(args.device),
                   precision=args.precision, compile=config.run.compile)
     replay_device = place_replay(args.replay_device, agent.device, 0)
     replay = synthetic_replay(obs, act, train.batch_size, train.batch_length, args.seed,

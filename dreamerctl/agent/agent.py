@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, get_args
 
@@ -43,12 +42,6 @@ TRAIN_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 OPENLOOP_SEQUENCES = 6
 # run.compile: torch.compile modes for the loss computations ("off": eager).
 COMPILE_MODES = get_args(RunConfig.model_fields["compile"].annotation)
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def to_cpu(tree: Any) -> Any:
@@ -91,7 +84,7 @@ class Agent(nn.Module):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
-        self.device = resolve_device(device)
+        self.device = torch.device(device)  # resolved by the caller (run/device.py)
         self.precision = precision
         self.act_space = act_space
         self.train_config = train
@@ -146,8 +139,8 @@ class Agent(nn.Module):
         return out
 
     def _debug_shapes(self, tag: str, **tensors: Tensor) -> None:
-        """With DREAMERCTL_DEBUG=1, log the shapes of a step once."""
-        if tag in self._debug_logged or os.environ.get("DREAMERCTL_DEBUG", "") in ("", "0"):
+        """At the debug log level (`dreamerctl --debug`), log the shapes of a step once."""
+        if tag in self._debug_logged or not log.isEnabledFor(logging.DEBUG):
             return
         self._debug_logged.add(tag)
         shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in tensors.items())
