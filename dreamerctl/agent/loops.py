@@ -8,15 +8,17 @@ then as many actor-critic updates from posteriors of fresh batches encoded witho
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor
 
 from dreamerctl.agent.agent import Agent
+from dreamerctl.config.schema import TrainConfig
 
-LOOPS = ("coupled", "sample_starts")
-IMAG_STARTS = ("all", "last")
+# The choices are the schema's (config/schema.py): validated there, named here for tests.
+LOOPS: tuple[str, ...] = get_args(TrainConfig.model_fields["loop"].annotation)
+IMAG_STARTS: tuple[str, ...] = get_args(TrainConfig.model_fields["imag_starts"].annotation)
 # Summed per update rather than averaged over the calls that make one update.
 SUMMED = ("train/nonfinite",)
 
@@ -35,22 +37,20 @@ def run_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, 
                 imag_starts: str) -> dict[str, float]:
     """Run `count` updates with `loop`; returns metrics averaged over them ("train/nonfinite":
     skipped optimiser steps per update)."""
-    if loop not in LOOPS:
-        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
-    if imag_starts not in IMAG_STARTS:
-        raise ValueError(f"imag_starts must be one of {IMAG_STARTS}, got {imag_starts!r}")
     records: list[dict[str, Tensor]] = []
     if loop == "coupled":
         for _ in range(count):
             metrics, post = agent.update_world_model(sample())
             records.append(metrics)
             records.append(agent.update_actor_critic(select_starts(post, imag_starts)))
-    else:
+    elif loop == "sample_starts":
         for _ in range(count):
             records.append(agent.update_world_model(sample())[0])
         for _ in range(count):
             starts = agent.encode_starts(sample())
             records.append(agent.update_actor_critic(select_starts(starts, imag_starts)))
+    else:
+        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     return summarise(records, count)
 
 
