@@ -158,7 +158,14 @@ def random_agent_setup(checkpoint: str, logdir: Path,
             raise UsageError("--checkpoint none needs --random-agent and --task")
         check_task(task)
         return task, build_config(task).env, None
-    path = rundir.resolve_checkpoint(checkpoint, logdir, task=task)
+    try:
+        path = rundir.resolve_checkpoint(checkpoint, logdir, task=task)
+    except RunError as e:
+        if checkpoint != "latest":
+            raise
+        hint = f" --task {task}" if task else " --task TASK"
+        raise RunError(f"{e}; a random agent needs no checkpoint: --checkpoint none "
+                       f"--random-agent{hint}") from None
     meta = read_meta(path)
     chosen = task or meta["task"]
     check_task(chosen)

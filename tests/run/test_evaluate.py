@@ -271,3 +271,13 @@ def test_agent_options_with_random_agent_are_refused(command: str, tmp_path: Pat
     assert_one_error(run_cli(*base, "--mode", "sample", "--device", "cpu"), 2,
                      "--mode and --device cannot be used with --random-agent")
     assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "record"])
+def test_random_agent_without_a_checkpoint_points_to_none(command: str, tmp_path: Path) -> None:
+    result = run_cli(command, "--checkpoint", "latest", "--random-agent", "--task",
+                     "gym_CartPole-v1", "--output" if command == "record" else "--seed",
+                     str(tmp_path / "v") if command == "record" else "0",
+                     env={"DREAMERCTL_LOGDIR": str(tmp_path / "empty")})
+    assert_one_error(result, 1, "a random agent needs no checkpoint: --checkpoint none "
+                                "--random-agent --task gym_CartPole-v1")
