@@ -28,12 +28,23 @@ def split_task(task: str) -> tuple[str, str]:
     """`dmc_walker_walk` -> ("dmc", "walker_walk"); UsageError for an unknown suite."""
     suite, sep, name = task.partition("_")
     if suite not in SUITES:
-        close = difflib.get_close_matches(suite, list(SUITES), n=1)
-        hint = f" (did you mean {close[0]}_{name or '...'}?)" if close else ""
+        fits = [f"{known}_{task}" for known in SUITES if names_a_task(known, task)]
+        close = fits or [f"{c}_{name or '...'}"
+                         for c in difflib.get_close_matches(suite, list(SUITES), n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown suite '{suite}' in task '{task}'{hint}: {TASK_FORMS}")
     if not sep or not name:
         raise UsageError(f"task '{task}' names no {suite} environment: {TASK_FORMS}")
     return suite, name
+
+
+def names_a_task(suite: str, name: str) -> bool:
+    """Whether `name` is a task of `suite` without its prefix (`pong` for atari_pong)."""
+    try:
+        suite_module(suite).check(name)
+    except Exception:  # an unknown name, or a suite that cannot load here
+        return False
+    return True
 
 
 def suite_module(suite: str) -> ModuleType:

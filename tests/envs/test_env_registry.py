@@ -69,3 +69,11 @@ def test_importing_envs_loads_no_suite_or_torch() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name, meant", [("pong", "atari_pong"),
+                                         ("CartPole-v1", "gym_CartPole-v1"),
+                                         ("walker_walk", "dmc_walker_walk")])
+def test_a_task_without_its_suite_names_the_task_meant(name: str, meant: str) -> None:
+    with pytest.raises(UsageError, match=f"did you mean {meant}\\?"):
+        check_task(name)
