@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamerctl.errors import UsageError
+from dreamerctl.fsutil import folder_problem
 from dreamerctl.run.report import (
     Run,
     band,
@@ -69,8 +70,9 @@ def check_output(output: Path) -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"cannot write to --output {output}: no folder {folder}")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write to --output folder {folder}: permission denied")
+    problem = folder_problem(folder)
+    if problem is not None:
+        raise UsageError(f"cannot write to --output folder {folder}: {problem}")
 
 
 def svg(figure: Any) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from dreamerctl.errors import RunError, UsageError
+from dreamerctl.fsutil import folder_problem
 
 # Constant quality: 18 is visually lossless for rendered frames and keeps 64x64 ones sharp.
 X264_PARAMS = ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
@@ -218,6 +219,9 @@ def gif_from_cli(inputs: list[Path], output: Path | None, stride: int, fps: floa
     for target in targets:
         if target.exists() and not overwrite:
             raise UsageError(f"{target} already exists; pass --overwrite to replace it")
+        problem = folder_problem(target.parent)
+        if problem is not None:
+            raise UsageError(f"cannot write to --output folder {target.parent}: {problem}")
     with progress_bar() as progress:
         task = progress.add_task("gif", total=len(videos))
         for video, target in zip(videos, targets, strict=True):

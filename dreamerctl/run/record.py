@@ -14,6 +14,7 @@ import numpy as np
 
 from dreamerctl.envs.base import ActSpace, Env, Obs
 from dreamerctl.errors import RunError, UsageError
+from dreamerctl.fsutil import folder_problem
 from dreamerctl.run import rundir
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
@@ -144,6 +145,9 @@ def check_output(output: Path, overwrite: bool) -> None:
         parent = parent.parent
     if parent.exists() and not parent.is_dir():
         raise UsageError(f"--output {output} lies under the file {parent}, not a folder")
+    problem = folder_problem(output)
+    if problem is not None:
+        raise UsageError(f"cannot write to --output folder {output}: {problem}")
     old = existing_outputs(output)
     if old and not overwrite:
         raise UsageError(f"{old[0]} already exists; pass --overwrite to replace the recording "

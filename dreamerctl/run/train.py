@@ -27,6 +27,7 @@ import numpy as np
 from dreamerctl.config import Config, build_config, config_to_dict, dump_config, saved_config
 from dreamerctl.config.loader import Override
 from dreamerctl.errors import Interrupted, RunError, UsageError, shared
+from dreamerctl.fsutil import folder_problem, nearest_existing
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import (
     copy_checkpoint,
@@ -139,13 +140,11 @@ def remove_if_empty(run_dir: Path) -> None:
 def check_writable(folder: Path) -> None:
     """Fail before training when the logdir cannot take a run: a file where a folder is needed
     is a usage error (exit 2); a read-only or (nearly) full one a run-time failure (exit 1)."""
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         where = "is an existing file" if existing == folder else f"lies under the file {existing}"
         raise UsageError(f"logdir {folder} {where}, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if folder_problem(folder) is not None:
         raise RunError(f"logdir {folder} is not writable")
     free = shutil.disk_usage(existing).free
     if free < 50 * 2**20:

@@ -152,3 +152,25 @@ def test_failed_saves_keep_the_previous_checkpoint(tmp_path: Path) -> None:
     assert checkpoint.read_bytes() == before
     assert load_safely(checkpoint)["step"] == 20
     assert sorted(p.name for p in checkpoint.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_unwritable_output_folders_are_one_error_before_any_work(tmp_path: Path) -> None:
+    """record, gif and report refuse a folder they cannot write to with one line, before a
+    simulator starts or a checkpoint loads (issue 23: ffmpeg's internals, a PermissionError)."""
+    clip = tmp_path / "clip.mp4"
+    write_mp4(clip, np.zeros((4, 32, 32, 3), np.uint8), fps=10)
+    assert dreamerctl(*train_into(tmp_path / "logs"), logdir=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path / "logs")
+    ro = tmp_path / "ro"
+    with read_only(ro):
+        commands = {
+            "record": ["record", "--checkpoint", "none", "--random-agent", "--task", CARTPOLE,
+                       "--output", str(ro / "videos")],
+            "gif": ["gif", str(clip), "--output", str(ro / "clip.gif")],
+            "report": ["report", str(run_dir), "--output", str(ro / "report.html")],
+        }
+        for args in commands.values():
+            result = dreamerctl(*args, logdir=tmp_path)
+            assert_single_error(result.returncode, 2, result.stderr,
+                                "cannot write to --output folder")
+        assert list(ro.iterdir()) == []
