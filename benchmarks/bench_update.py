@@ -40,6 +40,8 @@ POOL = 2  # the synthetic replay holds POOL batches' worth of steps
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small")
+    # Shorthands for --set train.loop=..., train.imag_starts=..., run.precision=... (given
+    # before the --set ones, so an explicit --set of the same field wins, as in `train`).
     parser.add_argument("--loop", choices=("coupled", "sample_starts"), default="coupled")
     parser.add_argument("--imag-starts", choices=("all", "last"), default="all")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -171,12 +173,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config = build_config(None, ["dmc_vision", args.preset], args.set)
+    shorthands = [f'train.loop="{args.loop}"', f'train.imag_starts="{args.imag_starts}"',
+                  f'run.precision="{args.precision}"']
+    config = build_config(None, ["dmc_vision", args.preset], [*shorthands, *args.set])
+    loop, imag_starts = config.train.loop, config.train.imag_starts
     train, size = config.train, tuple(config.env.size)
     obs, act = {"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM)
     agent = Agent(obs, act, config.world_model, config.actor_critic, train,
                   device=pick_device(args.device),
-                  precision=args.precision, compile=config.run.compile)
+                  precision=config.run.precision, compile=config.run.compile)
     replay_device = place_replay(args.replay_device, agent.device, 0)
     replay = synthetic_replay(obs, act, train.batch_size, train.batch_length, args.seed,
                               replay_device)
@@ -184,11 +189,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if agent.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(agent.device)
     start = time.perf_counter()
-    timed_updates(agent, sample, args.warmup, args.loop, args.imag_starts)
+    timed_updates(agent, sample, args.warmup, loop, imag_starts)
     warmup_s = time.perf_counter() - start  # includes compiling with run.compile
-    flops = None if args.no_flops else count_flops(agent, sample, args.loop, args.imag_starts)
+    flops = None if args.no_flops else count_flops(agent, sample, loop, imag_starts)
     start = time.perf_counter()
-    wm_s, ac_s, metrics = timed_updates(agent, sample, args.updates, args.loop, args.imag_starts)
+    wm_s, ac_s, metrics = timed_updates(agent, sample, args.updates, loop, imag_starts)
     total = time.perf_counter() - start
     result = {
         "updates_per_s": args.updates / total,
@@ -198,8 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": str(agent.device),
         "device_name": (torch.cuda.get_device_name(agent.device)
                         if agent.device.type == "cuda" else cpu_model()),
-        "preset": args.preset, "loop": args.loop, "imag_starts": args.imag_starts,
-        "precision": args.precision, "updates": args.updates, "warmup": args.warmup,
+        "preset": args.preset, "loop": loop, "imag_starts": imag_starts,
+        "precision": config.run.precision, "updates": args.updates, "warmup": args.warmup,
         "warmup_s": warmup_s,
         "batch": [train.batch_size, train.batch_length],
         "params": sum(p.numel() for p in agent.parameters() if p.requires_grad),
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "peak_gflop_s_fp32": peaks["fp32"] / 1e9,
             "peak_gflop_s_bf16": peaks["bf16"] / 1e9,
             # Against the peak of the precision the update ran in.
-            "peak_fraction": achieved / peaks[args.precision],
+            "peak_fraction": achieved / peaks[config.run.precision],
         })
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
