@@ -167,20 +167,33 @@ def panel_figure(title: str, keys: list[str], runs: Sequence[Run],
     return svg(figure)
 
 
+def video_tag(video: Path, output: Path, caption: str) -> str:
+    """A playable video, referenced relative to the page (so page and logdir can move
+    together)."""
+    href = urllib.parse.quote(os.path.relpath(video.resolve(), output.resolve().parent))
+    return (f"<figure><video controls loop muted src='{href}'></video>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def video_tags(runs: Sequence[Run], output: Path) -> str:
     parts = []
     for i, run in enumerate(runs):
-        if not run.videos:
+        if not (run.videos or run.recorded):
             continue
         parts.append(f"<h3>[{i}] {html.escape(run.label)}</h3><div class='videos'>")
-        for video in run.videos:
-            href = urllib.parse.quote(os.path.relpath(video.resolve(), output.resolve().parent))
-            parts.append(f"<figure><video controls loop muted src='{href}'></video>"
-                         f"<figcaption>{html.escape(video.name)}: true / predicted / error"
-                         f"</figcaption></figure>")
+        parts.extend(video_tag(video, output, f"{video.name}: true / predicted / error")
+                     for video in run.videos)
+        for row in run.recorded:
+            cut = ", cut by --max-steps" if row.get("truncated") else ""
+            name = Path(row["checkpoint"]).name
+            parts.append(video_tag(Path(row["path"]), output,
+                                   f"recorded episode {row.get('episode')}: score "
+                                   f"{row.get('score')}, {row.get('length')} steps{cut} "
+                                   f"({name})"))
         parts.append("</div>")
     return "".join(parts) or "<p>No open-loop videos yet (written every run.report_every " \
-                             "agent steps and at the end of a run).</p>"
+                             "agent steps and at the end of a run), and no recorded episodes " \
+                             "(<code>--videos DIR</code>).</p>"
 
 
 def runs_table(runs: Sequence[Run]) -> str:
@@ -237,7 +250,7 @@ def build_page(runs: Sequence[Run], output: Path) -> str:
             f"<style>{STYLE}</style></head><body>"
             f"<h1>dreamerctl report: {html.escape(title)}</h1>{runs_table(runs)}"
             + "".join(sections) +
-            f"<h2>Open-loop videos</h2>{video_tags(runs, output)}"
+            f"<h2>Videos</h2>{video_tags(runs, output)}"
             f"<h2>Config</h2>{config_section(runs)}"
             "<p><small>The official curves are the 2024 DreamerV3 code's training-episode "
             "scores (danijar/dreamerv3, scores/; Copyright (c) 2024 Danijar Hafner, MIT "
@@ -257,6 +270,6 @@ def write_page(runs: Sequence[Run], output: Path) -> Path:
 
 def as_json(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return [{"run_dir": str(run.run_dir), "task": run.task, "seed": run.seed,
-             "videos": [str(v) for v in run.videos],
+             "videos": [str(v) for v in run.videos], "recorded": run.recorded,
              "series": {name: {"frames": x.tolist(), "value": y.tolist()}
                         for name, (x, y) in run.series.items()}} for run in runs]

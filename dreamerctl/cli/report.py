@@ -19,6 +19,11 @@ def report(
     as_csv: bool = typer.Option(
         False, "--csv", help="Print every point as CSV (run, task, seed, series, frames, value)."
     ),
+    videos: list[Path] = typer.Option(
+        [], "--videos",
+        help="A folder `dreamerctl record` wrote; its episodes of these runs' checkpoints are "
+        "shown with the run (repeatable).",
+    ),
     logdir: Path | None = typer.Option(None, "--logdir", help=LOGDIR_HELP),
 ) -> None:
     """Write an HTML page of training curves, the official DreamerV3 curve, open-loop videos
@@ -26,13 +31,14 @@ def report(
     from dreamerctl.errors import UsageError
     from dreamerctl.page import as_json as series_json
     from dreamerctl.page import check_output, write_page
-    from dreamerctl.run.report import export_rows, read_run, resolve_run_dirs
+    from dreamerctl.run.report import attach_recordings, export_rows, read_run, resolve_run_dirs
 
     if as_json and as_csv:
         raise UsageError("--json and --csv exclude each other")
     if not (as_json or as_csv):
         check_output(output)
     data = [read_run(run_dir) for run_dir in resolve_run_dirs(runs, logdir_or_default(logdir))]
+    attach_recordings(data, [folder.expanduser() for folder in videos])
     if as_json:
         print_json(series_json(data))
     elif as_csv:

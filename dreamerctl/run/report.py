@@ -40,6 +40,9 @@ class Run:
     config: dict[str, Any]  # flattened: "section.field" -> value
     series: dict[str, tuple[np.ndarray, np.ndarray]]
     videos: list[Path] = field(default_factory=list)
+    # Episodes `dreamerctl record` played with one of this run's checkpoints: rows of
+    # episodes.jsonl (episode, score, length, path, ...), found with report --videos.
+    recorded: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def seed(self) -> int:
@@ -112,6 +115,26 @@ def read_run(run_dir: Path) -> Run:
             series[f"eval/{key}"] = xy(evals, key)
     videos = sorted((run_dir / "openloop").glob("openloop_*.mp4"), key=video_frames)
     return Run(run_dir, task, config, series, videos)
+
+
+def attach_recordings(runs: Sequence[Run], folders: Sequence[Path]) -> None:
+    """Give each run the recorded episodes of `folders` (their episodes.jsonl, as `record`
+    writes it) that a checkpoint of that run played, and whose MP4 is still there."""
+    by_dir = {run.run_dir.resolve(): run for run in runs}
+    for folder in folders:
+        listing = folder / "episodes.jsonl"
+        if not listing.is_file():
+            raise RunError(f"--videos {folder} holds no episodes.jsonl (what `dreamerctl "
+                           "record` writes beside its videos)")
+        for row in rundir.read_jsonl(listing):
+            checkpoint, video = row.get("checkpoint"), Path(str(row.get("path", "")))
+            if not checkpoint:
+                continue  # a random agent's episodes belong to no run
+            run = by_dir.get(Path(checkpoint).resolve().parent)
+            if not video.is_absolute():
+                video = folder / video.name
+            if run is not None and video.is_file():
+                run.recorded.append({**row, "path": str(video)})
 
 
 def video_frames(path: Path) -> int:

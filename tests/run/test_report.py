@@ -148,3 +148,25 @@ def test_smooth_band_and_official_curve_by_hand() -> None:
     assert pong is not None and pong["x"][0] == 10_000 and int(pong["seeds"]) >= 5
     assert -21 <= pong["mean"][0] <= -19  # Pong starts near the random agent's -21
     assert official_curve("atari100k", "gym_CartPole-v1") is None
+
+
+def test_recorded_episodes_are_shown_with_their_run(runs: list[Path], tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    played = run_cli("record", "--checkpoint", str(runs[0]), "--max-steps", "5", "--episodes",
+                     "2", "--output", str(videos))
+    assert played.returncode == 0, played.stderr
+    out = tmp_path / "page" / "report.html"
+    out.parent.mkdir()
+    result = run_cli("report", str(runs[0]), str(runs[1]), "--videos", str(videos), "-o",
+                     str(out))
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    sources = [urllib.parse.unquote(s) for s in re.findall(r"src='([^']+)'", page)]
+    assert sorted((out.parent / s).resolve() for s in sources) == sorted(
+        p.resolve() for p in videos.glob("*.mp4"))
+    assert page.count("recorded episode ") == 2 and "cut by --max-steps" in page
+    data = json.loads(run_cli("report", str(runs[0]), str(runs[1]), "--videos", str(videos),
+                              "--json").stdout)
+    assert [len(run["recorded"]) for run in data] == [2, 0]  # seed 1's run played nothing
+    missing = run_cli("report", str(runs[0]), "--videos", str(tmp_path))
+    assert_one_error(missing, 1, "holds no episodes.jsonl")
