@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,29 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
         raise RunError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise RunError(f"checkpoint {path} is empty")
+    check_container(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols before it refuses a file: the error says it.
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise RunError(describe_load_error(path, e)) from None
     check_format(path, data)
     return data
+
+
+def check_container(path: Path) -> None:
+    """torch.save writes a zip archive; a bare pickle (the official JAX DreamerV3's
+    checkpoint.pkl, say) is another program's file, said so before torch reads it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except PermissionError:
+        raise RunError(f"cannot read checkpoint {path}: permission denied") from None
+    if head[:1] == b"\x80" and head[:4] != b"PK\x03\x04":
+        raise RunError(f"{path} is a plain pickle, not a dreamerctl checkpoint (for example the "
+                       "JAX DreamerV3's checkpoint.pkl); it cannot be loaded")
 
 
 def describe_load_error(path: Path, error: Exception) -> str:

@@ -5,6 +5,7 @@ error naming the difference or the file. (Garbage, empty and missing files: test
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,14 @@ def test_other_version_task_and_spaces(trained: Path, tmp_path: Path) -> None:
                         f"checkpoint {trained} is for task {CARTPOLE}, not gym_Acrobot-v1")
     assert_single_error(spaces.returncode, 2, spaces.stderr,
                         "vector (6,) float32 vs (4,) float32; actions 3 discrete vs 2 discrete")
+
+
+def test_a_plain_pickle_is_named_as_another_programs_file(tmp_path: Path) -> None:
+    """A JAX DreamerV3 checkpoint.pkl is a bare pickle: one line says so, with no torch
+    warning before it (issue 23)."""
+    path = tmp_path / "checkpoint.pkl"
+    path.write_bytes(pickle.dumps({"agent": {"w": [0.0, 1.0]}, "step": 5}, protocol=4))
+    result = dreamerctl("eval", "--checkpoint", str(path), *CPU, logdir=tmp_path)
+    assert_single_error(result.returncode, 1, result.stderr,
+                        f"{path} is a plain pickle, not a dreamerctl checkpoint")
+    assert "warning" not in result.stderr.lower()
