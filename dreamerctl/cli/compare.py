@@ -26,7 +26,7 @@ def compare(
         help="Add a row per task: random actions in its first checkpoint's env settings.",
     ),
 ) -> None:
-    """Evaluate checkpoints on the same seeds; rows sorted by mean score."""
+    """Evaluate checkpoints on the same seeds; rows grouped by task, best mean first."""
     from dreamerctl.errors import UsageError
     from dreamerctl.run.evaluate import compare_checkpoints
 

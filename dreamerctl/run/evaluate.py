@@ -111,7 +111,9 @@ def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: i
 
 def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int, mode: str,
                         device: str, random_agent: bool = False) -> list[dict[str, Any]]:
-    """Each checkpoint on its own task and the same seeds; rows sorted by mean, best first.
+    """Each checkpoint on its own task and the same seeds; rows grouped by task (in the order
+    the tasks first appear) and sorted by mean within each, best first: scores of different
+    tasks are not comparable.
     With `random_agent`, one more row per task: uniform random actions in the env settings of
     that task's first checkpoint (path "random", step 0, `env_from` that checkpoint)."""
     check_mode(mode)
@@ -130,4 +132,5 @@ def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int
         for path in first_of_task.values():
             row = evaluate_random(path, logdir, None, episodes, seed)
             rows.append({**row, "path": "random", "env_from": path})
-    return sorted(rows, key=lambda row: row["mean"], reverse=True)
+    order = {task: i for i, task in reversed(list(enumerate(row["task"] for row in rows)))}
+    return sorted(rows, key=lambda row: (order[row["task"]], -row["mean"]))

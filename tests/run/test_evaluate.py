@@ -146,8 +146,15 @@ def test_compare_json_and_csv(logdir: Path) -> None:
     assert code == 0, stderr
     rows = json.loads(stdout)
     assert sorted(row["path"] for row in rows) == paths
-    assert [row["mean"] for row in rows] == sorted((row["mean"] for row in rows), reverse=True)
-    assert {row["task"] for row in rows} == {"gym_CartPole-v1", "gym_Pendulum-v1"}
+    # Grouped by task in order of first appearance, best first within each (issue 23).
+    tasks = [row["task"] for row in rows]
+    assert tasks == sorted(tasks, key=tasks.index) and set(tasks) == {"gym_CartPole-v1",
+                                                                       "gym_Pendulum-v1"}
+    first = min(paths, key=lambda path: path)  # the task of the first path leads
+    assert tasks[0] == next(row["task"] for row in rows if row["path"] == first)
+    for task in set(tasks):
+        means = [row["mean"] for row in rows if row["task"] == task]
+        assert means == sorted(means, reverse=True)
     code, stdout, _ = cli(logdir, "compare", *paths, "--episodes", "2", "--csv")
     assert code == 0
     table = list(csv.DictReader(io.StringIO(stdout)))
