@@ -14,13 +14,19 @@ COLUMNS = ["path", "task", "step", "episodes", "mean", "std", "min", "max", "ci9
 
 def compare(
     checkpoints: list[str] = typer.Argument(..., help="Checkpoints, run directories or 'latest'."),
-    episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes per checkpoint."),
-    seed: int = typer.Option(0, "--seed", help="The same seeds for every checkpoint."),
+    episodes: int = typer.Option(
+        10, "--episodes", "-n", metavar="N", min=1,
+        help="Episodes per checkpoint.",
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="The same seeds for every checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of rows."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV: a header and one line per row."),
-    mode: str = typer.Option("sample", "--mode", help="sample | greedy."),
+    mode: str = typer.Option("sample", "--mode", metavar="sample|greedy", help="sample | greedy."),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str = typer.Option(
+        "auto", "--device", metavar="auto|cpu|cuda",
+        help="auto | cpu | cuda.",
+    ),
     random_agent: bool = typer.Option(
         False, "--random-agent",
         help="Add a row per task: random actions in its first checkpoint's env settings.",

@@ -14,7 +14,7 @@ COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", 
 
 def evaluate(
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c",
+        ..., "--checkpoint", "-c", metavar="PATH|latest",
         help="A checkpoint, run dir, 'latest' or 'none' (with --random-agent and --task)."
     ),
     random_agent: bool = typer.Option(
@@ -22,17 +22,24 @@ def evaluate(
         help="Act uniformly at random (a baseline) in the checkpoint's env settings.",
     ),
     task: str | None = typer.Option(
-        None, "--task", help="Evaluate on another task with the same spaces."
+        None, "--task", metavar="TASK", help="Evaluate on another task with the same spaces."
     ),
-    episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to run."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the evaluation envs and policy."),
+    episodes: int = typer.Option(
+        10, "--episodes", "-n", metavar="N", min=1,
+        help="Episodes to run.",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", metavar="N",
+        help="Seed of the evaluation envs and policy.",
+    ),
     mode: str | None = typer.Option(
-        None, "--mode", help="sample (as DreamerV3 evaluates) | greedy \\[default: sample]."
+        None, "--mode", metavar="sample|greedy",
+        help="sample (as DreamerV3 evaluates) | greedy \\[default: sample]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
     device: str | None = typer.Option(
-        None, "--device", help="auto | cpu | cuda \\[default: auto]."
+        None, "--device", metavar="auto|cpu|cuda", help="auto | cpu | cuda \\[default: auto]."
     ),
 ) -> None:
     """Evaluate a checkpoint: mean, std, min, max and a 95% bootstrap CI of the episode scores."""

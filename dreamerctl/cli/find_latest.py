@@ -13,7 +13,7 @@ def find_latest(
     logdir: Path | None = typer.Option(
         None, "--logdir", help=LOGDIR_HELP
     ),
-    task: str | None = typer.Option(None, "--task", help="Only runs of this task."),
+    task: str | None = typer.Option(None, "--task", metavar="TASK", help="Only runs of this task."),
     as_json: bool = typer.Option(
         False, "--json", help="Print path, run_dir, task and step as JSON."
     ),

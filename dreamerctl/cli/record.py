@@ -11,12 +11,22 @@ from dreamerctl.cli.common import agent_options, logdir_or_default, print_line
 
 def record(
     checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c", help="A checkpoint, run dir, 'latest' or 'none'."
+        ..., "--checkpoint", "-c", metavar="PATH|latest",
+        help="A checkpoint, run dir, 'latest' or 'none'."
     ),
     random_agent: bool = typer.Option(False, "--random-agent", help="Act uniformly at random."),
-    task: str | None = typer.Option(None, "--task", help="Task (default: the checkpoint's)."),
-    episodes: int = typer.Option(1, "--episodes", "-n", min=1, help="Episodes to record."),
-    output: Path = typer.Option(Path("videos"), "--output", "-o", help="Output folder."),
+    task: str | None = typer.Option(
+        None, "--task", metavar="TASK",
+        help="Task (default: the checkpoint's).",
+    ),
+    episodes: int = typer.Option(
+        1, "--episodes", "-n", metavar="N", min=1,
+        help="Episodes to record.",
+    ),
+    output: Path = typer.Option(
+        Path("videos"), "--output", "-o", metavar="DIR",
+        help="Output folder.",
+    ),
     fps: int = typer.Option(30, "--fps", min=1, help="Video frames per second."),
     max_steps: int | None = typer.Option(
         None, "--max-steps", min=1, help="Stop an episode after this many agent steps."
@@ -25,7 +35,7 @@ def record(
         False, "--gif", help="Also write a GIF beside each MP4 (every 2nd frame, real time)."
     ),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the policy; episode i resets the env with seed + i."
+        0, "--seed", metavar="N", help="Seed of the policy; episode i resets the env with seed + i."
     ),
     with_model: bool = typer.Option(
         False, "--with-model", help="Show the agent's 64x64 input and the model's reconstruction."
@@ -34,11 +44,11 @@ def record(
         False, "--overwrite", help="Replace an earlier recording in the output folder."
     ),
     mode: str | None = typer.Option(
-        None, "--mode", help="sample | greedy \\[default: sample]."
+        None, "--mode", metavar="sample|greedy", help="sample | greedy \\[default: sample]."
     ),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
     device: str | None = typer.Option(
-        None, "--device", help="auto | cpu | cuda \\[default: auto]."
+        None, "--device", metavar="auto|cpu|cuda", help="auto | cpu | cuda \\[default: auto]."
     ),
 ) -> None:
     """Record episodes to <output>/episode_<NNN>_score_<score>.mp4 and episodes.jsonl."""

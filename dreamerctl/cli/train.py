@@ -13,24 +13,34 @@ if TYPE_CHECKING:
     from dreamerctl.config.loader import Override
 
 
+def preset_help() -> str:
+    from dreamerctl.config.loader import preset_names
+
+    return ("Preset name or a TOML path; repeatable, layered in order. Shipped: "
+            + ", ".join(preset_names()) + ".")
+
+
 def train(
-    task: str = typer.Argument(..., help="atari_<game>, dmc_<domain>_<task> or gym_<EnvId>."),
+    task: str = typer.Argument(..., metavar="TASK",
+                               help="atari_<game>, dmc_<domain>_<task> or gym_<EnvId>."),
     preset: list[str] = typer.Option(
-        [], "--preset", "-p", help="Preset name from presets/ or a TOML path; repeatable."
+        [], "--preset", "-p", metavar="NAME|PATH", help=preset_help()
     ),
     overrides: list[str] = typer.Option(
-        [], "--set", "-s", help="Override one field, KEY=VALUE (a TOML literal); repeatable."
+        [], "--set", "-s", metavar="KEY=VALUE",
+        help="Override one field (a TOML literal); repeatable.",
     ),
-    steps: int | None = typer.Option(None, "--steps", help="Total agent steps (run.steps)."),
-    logdir: Path | None = typer.Option(
-        None, "--logdir", help=LOGDIR_HELP
-    ),
+    steps: int | None = typer.Option(None, "--steps", metavar="N",
+                                     help="Total agent steps (run.steps)."),
+    logdir: Path | None = typer.Option(None, "--logdir", metavar="DIR", help=LOGDIR_HELP),
     seed: int | None = typer.Option(
-        None, "--seed", help="Seed of the envs, networks and replay (run.seed)."
+        None, "--seed", metavar="N", help="Seed of the envs, networks and replay (run.seed)."
     ),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (run.device)."),
+    device: str | None = typer.Option(None, "--device", metavar="auto|cpu|cuda",
+                                      help="Where to train (run.device)."),
     resume: str | None = typer.Option(
-        None, "--resume", help="Continue a run: a checkpoint, a run directory or 'latest'."
+        None, "--resume", metavar="PATH|latest",
+        help="Continue a run: a checkpoint, a run directory or 'latest'.",
     ),
 ) -> None:
     """Train a DreamerV3 agent; prints the run directory."""
