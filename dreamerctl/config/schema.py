@@ -40,6 +40,9 @@ class RunConfig(Section):
     report_every: int = Field(ge=0, description="Agent steps between open-loop videos.")
     log_every: float = Field(gt=0, description="Seconds between metrics lines.")
     prefill: int = Field(ge=0, description="Random-policy agent steps before the first update.")
+    keep_every: int = Field(ge=0, description="Agent steps between kept snapshots "
+                            "checkpoints/checkpoint_<step>.pt; 0 = none.")
+    keep_last: int = Field(ge=0, description="Snapshots kept (the newest); 0 = all.")
     eval_every: int = Field(ge=0, description="Agent steps between evaluations during "
                             "training (eval.jsonl, checkpoint_best.pt); 0 = none.")
     eval_episodes: int = Field(ge=1, description="Episodes per evaluation during training.")

@@ -23,6 +23,16 @@ METRICS = "metrics.jsonl"
 SCORES = "scores.jsonl"
 EVALS = "eval.jsonl"  # run.eval_every's results, one line per evaluation
 BEST = "checkpoint_best.pt"  # a copy of the checkpoint at the best eval mean
+SNAPSHOTS = "checkpoints"  # run.keep_every's copies: checkpoints/checkpoint_<step>.pt
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return run_dir / SNAPSHOTS / f"checkpoint_{step:09d}.pt"
+
+
+def snapshots(run_dir: Path) -> list[Path]:
+    """A run's kept snapshots, oldest first (their names sort by step)."""
+    return sorted((run_dir / SNAPSHOTS).glob("checkpoint_*.pt"))
 PREFIX = "dreamer_"
 
 log = logging.getLogger("dreamerctl")

@@ -312,8 +312,10 @@ class Trainer:
                 int(counters.get("world_size", 1)), self.world.size,
                 self.moved_replay or "nowhere: there was none")
         if self.world.main:
-            for tmp in remove_stale_temporaries(self.run_dir):
-                log.info("removed %s, left by a save that was killed", tmp.name)
+            snapshots = self.run_dir / rundir.SNAPSHOTS
+            for folder in (self.run_dir, *([snapshots] if snapshots.is_dir() else [])):
+                for tmp in remove_stale_temporaries(folder):
+                    log.info("removed %s, left by a save that was killed", tmp.name)
             drop_after(self.run_dir / rundir.METRICS, self.frames)
             drop_after(self.run_dir / rundir.SCORES, self.frames)
             drop_after(self.run_dir / rundir.EVALS, self.frames)
@@ -409,6 +411,7 @@ class Trainer:
         saved = False
         next_report = self.next_report()
         next_eval = (self.step // run.eval_every + 1) * run.eval_every if run.eval_every else 0
+        next_keep = (self.step // run.keep_every + 1) * run.keep_every if run.keep_every else 0
         obs = self.envs.reset()
         state = None
         rates: dict[str, float] = {}
@@ -455,6 +458,9 @@ class Trainer:
                 if run.eval_every and self.step >= next_eval:
                     self.evaluate()
                     next_eval = (self.step // run.eval_every + 1) * run.eval_every
+                if run.keep_every and self.step >= next_keep:
+                    self.keep_snapshot()
+                    next_keep = (self.step // run.keep_every + 1) * run.keep_every
 
     def collect(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
                 state: Any) -> tuple[dict[str, np.ndarray], Any]:
@@ -615,6 +621,20 @@ class Trainer:
         if not path.is_file():
             return f"no checkpoint has been saved in {self.run_dir}"
         return f"the last good checkpoint is kept in {path}"
+
+    def keep_snapshot(self) -> None:
+        """Save, then keep a copy as checkpoints/checkpoint_<step>.pt (run.keep_every), the
+        oldest beyond run.keep_last removed: score against training step, one checkpoint each
+        (`dreamerctl compare RUN/checkpoints/*.pt`)."""
+        if not self.save() or not self.world.main:
+            return
+        path = rundir.snapshot_path(self.run_dir, self.step)
+        path.parent.mkdir(exist_ok=True)
+        copy_checkpoint(self.run_dir / rundir.CHECKPOINT, path)
+        kept = rundir.snapshots(self.run_dir)
+        keep = self.config.run.keep_last
+        for old in kept[:-keep] if keep else []:
+            old.unlink(missing_ok=True)
 
     def evaluate(self) -> None:
         """run.eval_episodes episodes of the current policy in fresh envs (sampled actions, as

@@ -18,6 +18,7 @@ from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import load_checkpoint
 from dreamerctl.run.train import train_from_cli
 from dreamerctl.video import read_frames
+from tests.helpers import run_cli
 
 FAST = ["run.device=cpu"]
 
@@ -196,8 +197,6 @@ def test_cli_train_prints_the_run_dir(tmp_path: Path) -> None:
 
 def test_eval_every_writes_evals_keeps_the_best_and_changes_no_training_step(
         tmp_path: Path) -> None:
-    from dreamerctl.run.checkpoint import load_checkpoint
-
     plain = train(tmp_path / "plain", "gym_CartPole-v1", steps=90)
     evaluated = train(tmp_path / "eval", "gym_CartPole-v1", "run.eval_every=40", steps=90)
     rows = rundir.read_jsonl(evaluated / rundir.EVALS)
@@ -212,3 +211,18 @@ def test_eval_every_writes_evals_keeps_the_best_and_changes_no_training_step(
     a = load_checkpoint(plain / "checkpoint.pt")["agent"]["modules"]
     b = load_checkpoint(evaluated / "checkpoint.pt")["agent"]["modules"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keep_every_keeps_the_last_snapshots_that_compare_reads(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "gym_CartPole-v1", "run.keep_every=30", "run.keep_last=2",
+                    steps=100)
+    kept = rundir.snapshots(run_dir)
+    assert [p.name for p in kept] == ["checkpoint_000000060.pt", "checkpoint_000000090.pt"]
+    assert [load_checkpoint(p)["step"] for p in kept] == [60, 90]
+    assert load_checkpoint(run_dir / "checkpoint.pt")["step"] == 100
+    result = run_cli("compare", *map(str, kept), "--episodes", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(row["step"] for row in json.loads(result.stdout)) == [60, 90]
+    # `latest` is still the run's own checkpoint, not a snapshot.
+    found = run_cli("find-latest", "--logdir", str(run_dir.parent.parent))
+    assert found.stdout.strip() == str(run_dir / "checkpoint.pt")
