@@ -223,6 +223,10 @@ def official_rows() -> list[dict[str, str]]:
 def official_curve(suite: str, task: str) -> dict[str, np.ndarray] | None:
     """The official DreamerV3 curve of `task` in `suite`: x (its steps), mean, min and max over
     its seeds of the binned training-episode scores; None where it published none."""
+    from dreamerctl.envs.dmc import ALIASES
+
+    if task.startswith("dmc_") and task[4:] in ALIASES:  # dmc_cup_catch: dmc_ball_in_cup_catch
+        task = "dmc_" + "_".join(ALIASES[task[4:]])
     by_step: dict[float, list[float]] = {}
     for row in official_rows():
         if row["suite"] == suite and row["task"] == task:

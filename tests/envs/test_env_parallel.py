@@ -106,16 +106,18 @@ def test_env_exception_names_task_index_and_error(env_cfg: EnvCfg, custom_envs: 
 
 
 def test_crashed_env_restarts_and_ends_its_episode(
-    env_cfg: EnvCfg, custom_envs: None, capsys: pytest.CaptureFixture[str]
+    env_cfg: EnvCfg, custom_envs: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     envs = ParallelEnvs(FLAKY, env_cfg(FLAKY), num=1, seed=0)
-    batches = [envs.reset(), *run(envs, 5)]
+    with caplog.at_level("WARNING", logger="dreamerctl"):
+        batches = [envs.reset(), *run(envs, 5)]
     # Steps 1, 2 succeed; step 3 crashes: the episode ends there, not as a terminal.
     crash = batches[3]
     assert crash["is_last"][0] and not crash["is_terminal"][0] and crash["reward"][0] == 0
     np.testing.assert_array_equal(crash["vector"], batches[2]["vector"])
     assert batches[4]["is_first"][0] and batches[5]["reward"][0] == 1
-    assert "warning: env 0 of gym_custom_gym_envs:Flaky-v0 crashed" in capsys.readouterr().err
+    # A warning through logging (the CLI prints it as `warning: ...`).
+    assert "env 0 of gym_custom_gym_envs:Flaky-v0 crashed" in caplog.text
     assert envs.restarts == [1]
     envs.close()
 
@@ -129,14 +131,15 @@ def test_three_crashes_in_a_row_are_fatal(env_cfg: EnvCfg, custom_envs: None) ->
 
 
 def test_killed_worker_is_restarted(
-    env_cfg: EnvCfg, capsys: pytest.CaptureFixture[str]
+    env_cfg: EnvCfg, caplog: pytest.LogCaptureFixture
 ) -> None:
     envs = ParallelEnvs(CARTPOLE, env_cfg(CARTPOLE, "env.parallel=true"), num=2, seed=0)
     envs.reset()
     os.kill(envs.workers[1].process.pid, signal.SIGKILL)
-    step = run(envs, 1)[0]
+    with caplog.at_level("WARNING", logger="dreamerctl"):
+        step = run(envs, 1)[0]
     assert step["is_last"][1] and not step["is_terminal"][1]
-    assert "worker process died" in capsys.readouterr().err
+    assert "worker process died" in caplog.text
     assert run(envs, 1)[0]["is_first"][1]
     envs.close()
 

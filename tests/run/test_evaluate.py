@@ -262,7 +262,9 @@ def test_record_a_trained_agent_on_every_suite(tmp_path: Path, task: str,
     if not with_model:
         code, _, stderr = cli(logdir, "record", "--checkpoint", "latest", "--with-model",
                               "--output", str(tmp_path / "refused"))
-        assert code == 2 and stderr.startswith("error: --with-model shows"), stderr
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1, stderr
+        assert errors[0].startswith("error: --with-model shows")
         assert not (tmp_path / "refused").exists()
 
 

@@ -148,6 +148,11 @@ def test_smooth_band_and_official_curve_by_hand() -> None:
     assert pong is not None and pong["x"][0] == 10_000 and int(pong["seeds"]) >= 5
     assert -21 <= pong["mean"][0] <= -19  # Pong starts near the random agent's -21
     assert official_curve("atari100k", "gym_CartPole-v1") is None
+    # dreamerctl's alias names the official file's task.
+    cup = official_curve("dmc_proprio", "dmc_cup_catch")
+    assert cup is not None
+    np.testing.assert_array_equal(cup["mean"],
+                                  official_curve("dmc_proprio", "dmc_ball_in_cup_catch")["mean"])
 
 
 def test_recorded_episodes_are_shown_with_their_run(runs: list[Path], tmp_path: Path) -> None:
