@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dreamerctl.errors import RunError
 from dreamerctl.fsutil import fsync_dir
@@ -24,26 +25,14 @@ TMP_PREFIX = "."
 TMP_MARK = ".tmp-"
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync, rename over `path`, fsync the folder.
-
-    A kill at any moment leaves either the old or the new checkpoint, never a torn one.
-    """
-    import torch
-
-    data = {"format": FORMAT, "version": VERSION, **payload}
+def atomic_checkpoint_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` into a temporary file in the same folder, fsync, rename over `path`, fsync the
+    folder: a kill at any moment leaves the old file or the new one, never a torn one. The
+    temporary name is the one remove_stale_temporaries knows."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_MARK}{os.getpid()}")
     try:
         with tmp.open("wb") as f:
-            try:
-                torch.save(data, f)
-            except RuntimeError as e:
-                # torch.save reports a failed write (disk full, file too large) as a
-                # RuntimeError about stream positions; the OSError behind it says what
-                # went wrong. Other RuntimeErrors are bugs and stay as they are.
-                if isinstance(e.__context__, OSError):
-                    raise e.__context__ from None
-                raise
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,21 +42,35 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (atomic_checkpoint_write)."""
+    import torch
+
+    data = {"format": FORMAT, "version": VERSION, **payload}
+
+    def write(f: BinaryIO) -> None:
+        try:
+            torch.save(data, f)
+        except RuntimeError as e:
+            # torch.save reports a failed write (disk full, file too large) as a
+            # RuntimeError about stream positions; the OSError behind it says what
+            # went wrong. Other RuntimeErrors are bugs and stay as they are.
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
+
+    atomic_checkpoint_write(path, write)
+
+
 def copy_checkpoint(source: Path, path: Path) -> None:
-    """An atomic copy of a checkpoint (the best one of a run), written as save_checkpoint
-    writes: a temporary file, fsync, rename."""
+    """An atomic copy of a checkpoint (a run's best one, or a kept snapshot)."""
     import shutil
 
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        shutil.copyfile(source, tmp)
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    def write(f: BinaryIO) -> None:
+        with source.open("rb") as src:
+            shutil.copyfileobj(src, f)
+
+    atomic_checkpoint_write(path, write)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
