@@ -116,7 +116,6 @@ class ProgressReporter:
         return self.rate.eta(now, completed, self.total) if self.warm else None
 
     def update(self, completed: int, force: bool = False, **fields: Any) -> None:
-        info = format_fields(fields)
         now = time.monotonic()
         self.rate.add(now, completed)
         if self.bar is not None:
@@ -134,6 +133,7 @@ class ProgressReporter:
             self.bar.update(self.task_id, completed=completed, info=info, eta=eta_text)
             return
         if self.plain and (force or now - self.last_print >= self.interval):
+            info = format_fields(fields)
             self.last_print = now
             eta = self.eta(now, completed)
             tail = "" if eta is None else f" | eta {format_seconds(eta)}"
