@@ -181,8 +181,8 @@ def video_tags(runs: Sequence[Run], output: Path) -> str:
         if not (run.videos or run.recorded):
             continue
         parts.append(f"<h3>[{i}] {html.escape(run.label)}</h3><div class='videos'>")
-        parts.extend(video_tag(video, output, f"{video.name}: true / predicted / error")
-                     for video in run.videos)
+        parts.extend(video_tag(video, output, f"open loop at step {step:,}: true / predicted / "
+                               "error") for step, video in run.videos)
         for row in run.recorded:
             cut = ", cut by --max-steps" if row.get("truncated") else ""
             name = Path(row["checkpoint"]).name
@@ -270,6 +270,7 @@ def write_page(runs: Sequence[Run], output: Path) -> Path:
 
 def as_json(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return [{"run_dir": str(run.run_dir), "task": run.task, "seed": run.seed,
-             "videos": [str(v) for v in run.videos], "recorded": run.recorded,
+             "videos": [{"step": step, "path": str(v)} for step, v in run.videos],
+             "recorded": run.recorded,
              "series": {name: {"frames": x.tolist(), "value": y.tolist()}
                         for name, (x, y) in run.series.items()}} for run in runs]

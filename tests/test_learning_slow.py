@@ -29,7 +29,7 @@ def test_cartpole_reaches_475_by_10000_steps_and_holds_450_to_20000(tmp_path: Pa
     assert train.returncode == 0, train.stderr[-2000:]
     run_dir = Path(train.stdout.strip().splitlines()[-1])
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
-    curve = [(row["agent_step"], row["mean"]) for row in evals]
+    curve = [(row["step"], row["mean"]) for row in evals]
     assert [step for step, _ in curve] == list(range(EVERY, HOLD_UNTIL + 1, EVERY)), curve
     reached = [step for step, mean in curve if mean >= REACH]
     assert reached and reached[0] <= REACH_BY, curve

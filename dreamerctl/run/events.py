@@ -1,7 +1,7 @@
 """TensorBoard events beside the JSONL files (`run.tensorboard = true`, issue 21).
 
 The run directory's `tensorboard/` folder gets every metrics line and every finished episode as
-scalars (x = env frames, the `step` of the JSONL files) and the open-loop videos where
+scalars (x = env frames, the `frames` of the JSONL files) and the open-loop videos where
 TensorBoard's video writer can encode them (it needs moviepy 1.x, in the extra; without it
 the videos stay MP4s only). `tensorboard --logdir ~/logdir` then shows every run. The JSONL
 files stay the record; this is a view of them. `tensorboard` is an optional extra:
@@ -68,7 +68,8 @@ class TensorBoardEvents(Events):
 
     def scalars(self, record: dict[str, Any], frames: int) -> None:
         for key, value in record.items():
-            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if key not in ("step", "frames") and number:
                 self.writer.add_scalar(key, value, global_step=frames)
 
     def video(self, name: str, frames: np.ndarray, step: int, fps: int) -> None:

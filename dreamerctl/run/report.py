@@ -3,8 +3,8 @@ grouped, the config fields in which runs differ, and the official DreamerV3 curv
 
 A run's series come from its own files (SPEC §5): `episode/score` and `episode/length` from
 scores.jsonl, every numeric key of metrics.jsonl, and `eval/mean` (with its CI) from eval.jsonl
-where one exists. x is always env frames, the `step` of those files. The page itself is built
-by `dreamerctl.page`; this module knows nothing about HTML or plots.
+where one exists. x is always env frames, the `frames` of those files (rundir.read_records). The
+page itself is built by `dreamerctl.page`; this module knows nothing about HTML or plots.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Run:
     task: str
     config: dict[str, Any]  # flattened: "section.field" -> value
     series: dict[str, tuple[np.ndarray, np.ndarray]]
-    videos: list[Path] = field(default_factory=list)
+    videos: list[tuple[int, Path]] = field(default_factory=list)  # (agent step, open-loop MP4)
     # Episodes `dreamerctl record` played with one of this run's checkpoints: rows of
     # episodes.jsonl (episode, score, length, path, ...), found with report --videos.
     recorded: list[dict[str, Any]] = field(default_factory=list)
@@ -86,8 +86,8 @@ def resolve_run_dirs(specs: Sequence[str], logdir: Path) -> list[Path]:
 
 
 def xy(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    points = [(r["step"], r[key]) for r in records
-              if isinstance(r.get(key), int | float) and isinstance(r.get("step"), int | float)]
+    points = [(r["frames"], r[key]) for r in records
+              if isinstance(r.get(key), int | float) and isinstance(r.get("frames"), int | float)]
     points.sort(key=lambda p: p[0])
     array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     return array[:, 0], array[:, 1]
@@ -101,19 +101,23 @@ def read_run(run_dir: Path) -> Run:
         raise RunError(f"cannot read the config of run {run_dir}: {e}") from None
     task = rundir.task_of_run_dir(run_dir) or "unknown"
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    scores = rundir.read_jsonl(run_dir / rundir.SCORES)
+    repeat = int(config.get("env.action_repeat", 1))
+    scores = rundir.read_records(run_dir / rundir.SCORES, repeat)
     for key in ("episode/score", "episode/length"):
         series[key] = xy(scores, key)
-    metrics = rundir.read_jsonl(run_dir / rundir.METRICS)
+    metrics = rundir.read_records(run_dir / rundir.METRICS, repeat)
     keys = sorted({key for record in metrics for key, value in record.items()
-                   if key != "step" and isinstance(value, int | float)})
+                   if key not in ("step", "frames") and isinstance(value, int | float)})
     for key in keys:
         series[key] = xy(metrics, key)
-    evals = rundir.read_jsonl(run_dir / rundir.EVALS)
+    evals = rundir.read_records(run_dir / rundir.EVALS, repeat)
     if evals:
         for key in ("mean", "ci95_low", "ci95_high"):
             series[f"eval/{key}"] = xy(evals, key)
-    videos = sorted((run_dir / "openloop").glob("openloop_*.mp4"), key=video_frames)
+    # Open-loop videos are named by agent step; dreamerctl 0.1.0 named them by env frames.
+    per = repeat if rundir.counts_frames(run_dir / rundir.METRICS) else 1
+    videos = sorted((video_number(path) // per, path)
+                    for path in (run_dir / "openloop").glob("openloop_*.mp4"))
     return Run(run_dir, task, config, series, videos)
 
 
@@ -137,7 +141,7 @@ def attach_recordings(runs: Sequence[Run], folders: Sequence[Path]) -> None:
                 run.recorded.append({**row, "path": str(video)})
 
 
-def video_frames(path: Path) -> int:
+def video_number(path: Path) -> int:
     try:
         return int(path.stem.rsplit("_", 1)[1])
     except (IndexError, ValueError):

@@ -173,8 +173,8 @@ class Trainer:
         self.ready = False       # every rank's replay holds a batch
         self.moved_replay: Path | None = None  # where a world-size change put the old replay
         # Episodes finished here and not yet written (with several ranks, until they are
-        # gathered at the next metrics line or checkpoint): (frames, score, length).
-        self.pending: list[tuple[int, float, int]] = []
+        # gathered at the next metrics line or checkpoint): (step, frames, score, length).
+        self.pending: list[tuple[int, int, float, int]] = []
         self.window = Window()
         self.events = Events()  # TensorBoard, opened in build() where run.tensorboard asks
         self.best_eval: float | None = None  # the best eval mean of this run (run.eval_every)
@@ -316,9 +316,8 @@ class Trainer:
             for folder in (self.run_dir, *([snapshots] if snapshots.is_dir() else [])):
                 for tmp in remove_stale_temporaries(folder):
                     log.info("removed %s, left by a save that was killed", tmp.name)
-            drop_after(self.run_dir / rundir.METRICS, self.frames)
-            drop_after(self.run_dir / rundir.SCORES, self.frames)
-            drop_after(self.run_dir / rundir.EVALS, self.frames)
+            for name in (rundir.METRICS, rundir.SCORES, rundir.EVALS):
+                drop_after(self.run_dir / name, self.step, self.config.env.action_repeat)
         log.info("resumed %s at step %d with %d replay steps", self.run_dir, self.step, loaded)
 
     def load_replay(self) -> int:
@@ -467,7 +466,7 @@ class Trainer:
         """One step of this rank's envs: note finished episodes, act, store, step."""
         num = self.config.env.num_envs
         for episode in tracker.update(obs):
-            self.pending.append((self.frames, episode.score, episode.length))
+            self.pending.append((self.step, self.frames, episode.score, episode.length))
         if not self.world.distributed:
             self.flush_episodes(self.window)  # several ranks gather theirs when they log
         if self.step < self.config.run.prefill:
@@ -522,11 +521,12 @@ class Trainer:
         else:
             episodes = self.pending
         self.pending = []
-        for frames, score, length in episodes:
+        for step, frames, score, length in episodes:
             self.episodes += 1
             window.scores.append(score)
             if self.world.main:
-                row = {"step": frames, "episode/score": score, "episode/length": length}
+                row = {"step": step, "frames": frames, "episode/score": score,
+                       "episode/length": length}
                 rundir.append_jsonl(self.run_dir / rundir.SCORES, row)
                 self.events.scalars(row, frames)
 
@@ -542,7 +542,7 @@ class Trainer:
             replay_size = sum(size for _, _, size in parts)
         if not self.world.main:
             return {}
-        record: dict[str, Any] = {"step": self.frames, **merged.means()}
+        record: dict[str, Any] = {"step": self.step, "frames": self.frames, **merged.means()}
         record["fps/env"] = window.steps * self.config.env.action_repeat / max(seconds, 1e-9)
         record["fps/train"] = merged.updates * train.batch_size * train.batch_length / max(
             seconds, 1e-9)
@@ -658,7 +658,7 @@ class Trainer:
             np.random.set_state(state[0])
             random.setstate(state[1])
             result = summarize(scores, lengths, seed)
-            row = {"step": self.frames, "agent_step": self.step, "mode": "sample", "seed": seed,
+            row = {"step": self.step, "frames": self.frames, "mode": "sample", "seed": seed,
                    **result}
             rundir.append_jsonl(self.run_dir / rundir.EVALS, row)
             self.events.scalars({f"eval/{k}": result[k] for k in ("mean", "std")}, self.frames)
@@ -685,7 +685,7 @@ class Trainer:
         folder = self.run_dir / "openloop"
         folder.mkdir(exist_ok=True)
         frames = openloop_grid(result[0], result[1], context)
-        write_mp4(folder / f"openloop_{self.frames}.mp4", frames, fps=10)
+        write_mp4(folder / f"openloop_{self.step}.mp4", frames, fps=10)
         self.events.video("openloop", frames, self.frames, fps=10)
 
 
@@ -737,13 +737,14 @@ def move_aside(folder: Path, suffix: str) -> Path | None:
     return target
 
 
-def drop_after(path: Path, frames: int) -> None:
-    """Keep only complete lines up to `frames`: a resumed run redoes what came after its
-    checkpoint, so those lines (and a torn last line) must not stay twice."""
+def drop_after(path: Path, step: int, action_repeat: int) -> None:
+    """Keep only complete lines up to agent step `step`: a resumed run redoes what came after its
+    checkpoint, so those lines (and a torn last line) must not stay twice. Lines of an older
+    dreamerctl are rewritten with today's `step` and `frames` (rundir.read_records)."""
     if not path.exists():
         return
-    records = rundir.read_jsonl(path)
-    kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= frames]
+    records = rundir.read_records(path, action_repeat)
+    kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= step]
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as f:
         for record in kept:

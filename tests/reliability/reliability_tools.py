@@ -167,7 +167,7 @@ def metric_steps(run_dir: Path, name: str = rundir.METRICS) -> list[int]:
 
 def loss_logged_after(run_dir: Path, frames: int) -> bool:
     """A metrics line with a training loss at a step past `frames`: updates are running."""
-    return any(record["step"] > frames and "train/loss/actor" in record
+    return any(record["frames"] > frames and "train/loss/actor" in record
                for record in rundir.read_jsonl(run_dir / rundir.METRICS))
 
 

@@ -108,8 +108,9 @@ def test_kill_at_random_moments_then_resume(tmp_path: Path) -> None:
         if index == 2:
             # What a kill in the middle of a JSONL write leaves; the resume must drop both.
             run_dir = only_run_dir(logdir)
-            tear(run_dir / rundir.METRICS, {"step": data["frames"] + 1, "train/loss/x": 1.0})
-            tear(run_dir / rundir.SCORES, {"step": data["frames"] + 1, "episode/score": 1.0})
+            late_counts = {"step": data["step"] + 1, "frames": data["frames"] + 1}
+            tear(run_dir / rundir.METRICS, {**late_counts, "train/loss/x": 1.0})
+            tear(run_dir / rundir.SCORES, {**late_counts, "episode/score": 1.0})
             assert len(rundir.read_jsonl(run_dir / rundir.METRICS)) > 0  # readers skip it
 
     run_dir = only_run_dir(logdir)

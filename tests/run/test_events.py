@@ -28,10 +28,10 @@ def test_events_hold_the_jsonl_scalars(tmp_path: Path) -> None:
         records = rundir.read_jsonl(run_dir / name)
         assert records
         keys = {k for r in records for k, v in r.items()
-                if k != "step" and isinstance(v, int | float)}
+                if k not in ("step", "frames") and isinstance(v, int | float)}
         assert keys <= tags
         for key in keys:
-            points = [(r["step"], r[key]) for r in records if key in r]
+            points = [(r["frames"], r[key]) for r in records if key in r]  # x: env frames
             logged = [(e.step, e.value) for e in events.Scalars(key)]
             assert [s for s, _ in logged] == [s for s, _ in points]
             assert [v for _, v in logged] == pytest.approx([v for _, v in points], rel=1e-6)
@@ -47,8 +47,10 @@ def test_openloop_videos_become_tensorboard_videos(tmp_path: Path) -> None:
                               "run.report_every=30"], tmp_path, None)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
+    # Named by agent step (30, 40); in TensorBoard at env frames, as the scalars (repeat 4).
     videos = sorted(int(p.stem.split("_")[1]) for p in (run_dir / "openloop").glob("*.mp4"))
-    assert [e.step for e in events.Images("openloop")] == videos == [120, 160]
+    assert videos == [30, 40]
+    assert [e.step for e in events.Images("openloop")] == [120, 160]
     first = events.Images("openloop")[0]
     assert first.encoded_image_string[:6] in (b"GIF89a", b"GIF87a") and first.width > 64
 

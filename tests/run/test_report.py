@@ -51,13 +51,48 @@ def test_json_has_every_series_with_every_point(runs: list[Path]) -> None:
         assert len(series["episode/score"]["frames"]) == counts(run_dir / "scores.jsonl",
                                                                 "episode/score")
         metric_keys = {key for record in rundir.read_jsonl(run_dir / "metrics.jsonl")
-                       for key in record if key != "step"}
+                       for key in record if key not in ("step", "frames")}
         assert metric_keys <= set(series)
         for key in metric_keys:
             assert len(series[key]["value"]) == counts(run_dir / "metrics.jsonl", key)
             assert series[key]["frames"] == sorted(series[key]["frames"])
     assert all(len(run["series"]["episode/score"]["value"]) > 0 for run in data[:2])
-    assert len(data[2]["videos"]) == 2  # Pong: report_every 20 in 40 steps, then the end
+    # Pong: report_every 20 in 40 steps, then the end; named by agent step.
+    assert [video["step"] for video in data[2]["videos"]] == [20, 40]
+
+
+def test_a_run_of_dreamerctl_0_1_reads_as_today(runs: list[Path], tmp_path: Path) -> None:
+    """Before issue 23, `step` in the JSONL files and open-loop names counted env frames (with no
+    `frames` key, and eval.jsonl's agent step as `agent_step`): such a run reports the same
+    series and video steps, and a resume rewrites its lines in today's form."""
+    from dreamerctl.run.report import read_run
+    from dreamerctl.run.train import drop_after
+
+    old = tmp_path / runs[2].name
+    shutil.copytree(runs[2], old)
+    for name in (rundir.METRICS, rundir.SCORES):
+        lines = [{**{k: v for k, v in r.items() if k != "frames"}, "step": r["frames"]}
+                 for r in rundir.read_jsonl(old / name)]
+        (old / name).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    for video in (old / "openloop").glob("openloop_*.mp4"):
+        video.rename(video.with_name(f"openloop_{4 * int(video.stem.split('_')[1])}.mp4"))
+    (old / rundir.EVALS).write_text(json.dumps({"step": 80, "agent_step": 20, "mean": 1.0}))
+    assert {v.name for v in (old / "openloop").iterdir()} == {"openloop_80.mp4",
+                                                                 "openloop_160.mp4"}
+    today, before = read_run(runs[2]), read_run(old)
+    assert [step for step, _ in before.videos] == [step for step, _ in today.videos] == [20, 40]
+    assert set(before.series) - {"eval/mean", "eval/ci95_low", "eval/ci95_high"} == \
+        set(today.series)
+    for name, (x, y) in today.series.items():
+        assert before.series[name][0].tolist() == x.tolist(), name
+        assert np.array_equal(before.series[name][1], y, equal_nan=True), name
+    assert before.series["eval/mean"][0].tolist() == [80.0]  # x: frames
+
+    drop_after(old / rundir.METRICS, 30, 4)
+    drop_after(old / rundir.EVALS, 30, 4)
+    kept = rundir.read_jsonl(old / rundir.METRICS)
+    assert kept and all(r["frames"] == 4 * r["step"] and r["step"] <= 30 for r in kept)
+    assert rundir.read_jsonl(old / rundir.EVALS) == [{"step": 20, "frames": 80, "mean": 1.0}]
 
 
 def test_csv_is_every_point_of_the_json(runs: list[Path]) -> None:

@@ -35,7 +35,7 @@ def check_run_dir(run_dir: Path, task: str, steps: int, repeat: int) -> dict:
     data = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert data["task"] == task and data["step"] == steps and data["frames"] == steps * repeat
     metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
-    assert metrics and metrics[-1]["step"] == steps * repeat
+    assert metrics and metrics[-1]["step"] == steps and metrics[-1]["frames"] == steps * repeat
     assert any(key.startswith("train/loss/") for key in metrics[-1])
     for key in ("fps/env", "fps/train", "train/ratio_achieved", "replay/size", "train/updates"):
         assert key in metrics[-1], key
@@ -84,7 +84,7 @@ def test_atari_debug_run_with_openloop_video(tmp_path: Path) -> None:
     run_dir = train(tmp_path, "atari_pong", "run.report_every=60", steps=80)
     check_run_dir(run_dir, "atari_pong", 80, 4)
     videos = sorted((run_dir / "openloop").glob("openloop_*.mp4"))
-    assert [v.name for v in videos] == ["openloop_240.mp4", "openloop_320.mp4"]
+    assert [v.name for v in videos] == ["openloop_60.mp4", "openloop_80.mp4"]  # agent steps
     frames = read_frames(videos[-1])
     assert frames.shape[0] == 8  # batch_length
     # three stacked rows (true / predicted / error) of 64x64 tiles with borders, 2 sequences
@@ -200,12 +200,11 @@ def test_eval_every_writes_evals_keeps_the_best_and_changes_no_training_step(
     plain = train(tmp_path / "plain", "gym_CartPole-v1", steps=90)
     evaluated = train(tmp_path / "eval", "gym_CartPole-v1", "run.eval_every=40", steps=90)
     rows = rundir.read_jsonl(evaluated / rundir.EVALS)
-    assert [(r["agent_step"], r["step"], r["episodes"]) for r in rows] == [(40, 40, 2),
-                                                                           (80, 80, 2)]
+    assert [(r["step"], r["frames"], r["episodes"]) for r in rows] == [(40, 40, 2), (80, 80, 2)]
     assert all(r["mode"] == "sample" and len(r["scores"]) == 2 for r in rows)
     best = load_checkpoint(evaluated / rundir.BEST)
     best_row = max(rows, key=lambda r: r["mean"])
-    assert best["step"] == best_row["agent_step"]
+    assert best["step"] == best_row["step"]
     assert best["runner"]["best_eval"] == best_row["mean"]
     # Evaluating forks the random streams: the trained parameters are those of a run without.
     a = load_checkpoint(plain / "checkpoint.pt")["agent"]["modules"]
