@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamerctl.errors import UsageError
-from dreamerctl.fsutil import folder_problem
+from dreamerctl.fsutil import atomic_write_text, folder_problem
 from dreamerctl.run.report import (
     Run,
     band,
@@ -258,13 +258,7 @@ def build_page(runs: Sequence[Run], output: Path) -> str:
 
 
 def write_page(runs: Sequence[Run], output: Path) -> Path:
-    text = build_page(runs, output)
-    temporary = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    atomic_write_text(output, build_page(runs, output))
     return output
 
 

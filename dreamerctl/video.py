@@ -2,7 +2,7 @@
 
 Frames are uint8 RGB arrays of shape (H, W, 3). MP4s are H.264 (libx264) in yuv420p with even
 dimensions, which is what ordinary players (browsers, QuickTime, phones) accept. Every file is
-written to a temporary name in its target folder and moved into place with os.replace, so an
+written to a temporary name in its target folder and moved into place (fsutil), so an
 interrupted run never leaves a half-written video under the final name.
 """
 
@@ -22,7 +22,13 @@ import numpy as np
 from PIL import Image
 
 from dreamerctl.errors import RunError, UsageError
-from dreamerctl.fsutil import folder_problem
+from dreamerctl.fsutil import (
+    atomic_path,
+    folder_problem,
+    fsync_dir,
+    fsync_file,
+    temporary_path,
+)
 
 # Constant quality: 18 is visually lossless for rendered frames and keeps 64x64 ones sharp.
 X264_PARAMS = ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
@@ -47,7 +53,8 @@ class Mp4Writer:
 
     def __init__(self, folder: Path, fps: float) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_path(folder, ".mp4")
+        # The final name (with the score) comes at commit; ffmpeg needs the .mp4 suffix now.
+        self.tmp = temporary_path(folder / f"{secrets.token_hex(4)}.mp4")
         self.fps = fps
         self.count = 0
         self._shape: tuple[int, int] | None = None
@@ -81,6 +88,7 @@ class Mp4Writer:
         self._gen = None
         fsync_file(self.tmp)
         os.replace(self.tmp, path)
+        fsync_dir(path.parent)
         return self.count
 
     def abort(self) -> None:
@@ -149,16 +157,6 @@ def ffmpeg_reason(error: BaseException) -> str:
     return "ffmpeg could not decode it"
 
 
-def temp_path(folder: Path, suffix: str) -> Path:
-    """A fresh hidden name in `folder`; not created here, so the file gets the umask's mode."""
-    return folder / f".tmp-{secrets.token_hex(8)}{suffix}"
-
-
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-
-
 def check_frame(frame: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
@@ -190,14 +188,9 @@ def mp4_to_gif(src: Path, dst: Path, stride: int = 2, fps: float = 15,
     images = [to_gif_image(frame, width)
               for i, frame in enumerate(iter_frames(src)) if i % stride == 0]
     dst = Path(dst)
-    tmp = temp_path(dst.parent, ".gif")
-    try:
+    with atomic_path(dst) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
                        duration=max(20, round(100 / fps) * 10), disposal=1, optimize=False)
-        fsync_file(tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(images)
 
 

@@ -24,3 +24,16 @@ def assert_one_error(result: subprocess.CompletedProcess[str], code: int, fragme
     assert len(lines) == 1, result.stderr
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.stderr
+
+
+def dead_pid() -> int:
+    """A process id that no process has now."""
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except OSError:
+            pass
+        pid -= 1

@@ -23,14 +23,13 @@ import torch
 from torch import Tensor
 
 from dreamerctl.errors import RunError
-from dreamerctl.fsutil import fsync_dir
+from dreamerctl.fsutil import fsync_dir, remove_stale_temporaries
 from dreamerctl.replay.chunks import (
     ChunkName,
     Spaces,
     chunk_path,
     list_chunks,
     read_chunk,
-    remove_temporaries,
     write_chunk,
 )
 
@@ -265,7 +264,7 @@ class Replay:
         if self.directory is None:
             return 0
         self._reset()
-        remove_temporaries(self.directory)
+        remove_stale_temporaries(self.directory)
         chunks = list_chunks(self.directory)
         for stream in range(self.num_envs):
             self._load_stream(stream, [name for name in chunks if name.stream == stream])

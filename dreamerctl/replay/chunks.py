@@ -3,15 +3,14 @@
 A chunk holds consecutive steps of one env stream as an uncompressed `.npz`, one array of shape
 (L, ...) per key, named `<stream:02d>-<first step index:012d>-<L>.npz`. The step index counts every
 step ever added to that stream, so names never repeat across resumes. Chunks are written
-atomically (temporary name, fsync, rename, fsync of the folder): after a crash a chunk is either
-complete or absent. Files that are still damaged (another writer, a copy gone wrong) are skipped
-with a warning and renamed to `*.bad`, so a resume never crashes on them and warns only once.
+atomically (fsutil.atomic_write): after a crash a chunk is either complete or absent. Files that
+are still damaged (another writer, a copy gone wrong) are skipped with a warning and renamed to
+`*.bad`, so a resume never crashes on them and warns only once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dreamerctl.fsutil import atomic_write
+
 Spaces = dict[str, tuple[tuple[int, ...], str]]
 
 CHUNK_RE = re.compile(r"^(\d{2,})-(\d{12,})-(\d+)\.npz(\.bad)?$")
-TMP_SUFFIX = ".tmp"
 BAD_SUFFIX = ".bad"
 
 
@@ -60,20 +60,10 @@ def list_chunks(directory: Path) -> list[ChunkName]:
     return sorted((n for n in names if n is not None), key=lambda n: (n.stream, n.first))
 
 
-def remove_temporaries(directory: Path) -> None:
-    """Delete temporary files a killed writer left behind; they never became chunks."""
-    for path in directory.glob(f"*{TMP_SUFFIX}"):
-        path.unlink(missing_ok=True)
-
-
 def write_chunk(path: Path, data: dict[str, np.ndarray]) -> None:
     """Write `data` (key -> (L, ...) array) to `path` atomically; the caller fsyncs the folder."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as file:  # A file object keeps np.savez from appending ".npz".
-        np.savez(file, **data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    # A file object keeps np.savez from appending ".npz".
+    atomic_write(path, lambda file: np.savez(file, **data), sync_folder=False)
 
 
 def read_chunk(name: ChunkName, spaces: Spaces) -> dict[str, np.ndarray] | None:

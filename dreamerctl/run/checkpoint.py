@@ -8,42 +8,20 @@ the replay sampler state and the RNG states.
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from dreamerctl.errors import RunError
-from dreamerctl.fsutil import fsync_dir
+from dreamerctl.fsutil import atomic_write
 
 FORMAT = "dreamerctl-checkpoint"
 VERSION = 1
-# Temporary files are `.<name>.tmp-<pid>`: hidden, and the pid tells whether a save is running.
-TMP_PREFIX = "."
-TMP_MARK = ".tmp-"
-
-
-def atomic_checkpoint_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """`write` into a temporary file in the same folder, fsync, rename over `path`, fsync the
-    folder: a kill at any moment leaves the old file or the new one, never a torn one. The
-    temporary name is the one remove_stale_temporaries knows."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (atomic_checkpoint_write)."""
+    """Write a checkpoint atomically (fsutil.atomic_write)."""
     import torch
 
     data = {"format": FORMAT, "version": VERSION, **payload}
@@ -59,7 +37,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
                 raise e.__context__ from None
             raise
 
-    atomic_checkpoint_write(path, write)
+    atomic_write(path, write)
 
 
 def copy_checkpoint(source: Path, path: Path) -> None:
@@ -70,29 +48,7 @@ def copy_checkpoint(source: Path, path: Path) -> None:
         with source.open("rb") as src:
             shutil.copyfileobj(src, f)
 
-    atomic_checkpoint_write(path, write)
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files of saves that were killed midway (their process is gone);
-    returns them. A live process's temporary file is left alone."""
-    removed = []
-    for tmp in folder.glob(f"{TMP_PREFIX}*{TMP_MARK}*"):
-        pid = tmp.name.rpartition(TMP_MARK)[2]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists but belongs to someone else
-    return True
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dreamerctl.errors import DreamerError, RunError, UsageError, shared
+from dreamerctl.fsutil import process_running
 
 log = logging.getLogger("dreamerctl")
 T = TypeVar("T")
@@ -227,25 +228,6 @@ def collective_failure(error: BaseException, text: str) -> bool:
     if isinstance(error, getattr(dist, "DistError", ())):
         return True
     return any(word in text for word in ("gloo", "NCCL", "Connection closed", "Timed out"))
-
-
-def process_running(pid: int) -> bool:
-    """Whether `pid` is a live process; a zombie (exited, not yet reaped) counts as gone."""
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        # The state follows the parenthesised command name, which may itself hold spaces.
-        return stat.read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def join() -> World:

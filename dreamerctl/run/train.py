@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import signal
@@ -27,14 +26,14 @@ import numpy as np
 from dreamerctl.config import Config, build_config, config_to_dict, dump_config, saved_config
 from dreamerctl.config.loader import Override
 from dreamerctl.errors import Interrupted, RunError, UsageError, shared
-from dreamerctl.fsutil import folder_problem, nearest_existing
-from dreamerctl.run import rundir
-from dreamerctl.run.checkpoint import (
-    copy_checkpoint,
-    load_checkpoint,
+from dreamerctl.fsutil import (
+    atomic_write_text,
+    folder_problem,
+    nearest_existing,
     remove_stale_temporaries,
-    save_checkpoint,
 )
+from dreamerctl.run import rundir
+from dreamerctl.run.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from dreamerctl.run.distributed import World, join, state_digest
 from dreamerctl.run.events import Events, open_events, require_tensorboard
 from dreamerctl.run.progress import ProgressReporter
@@ -244,7 +243,7 @@ class Trainer:
             self.restore(self.resume, keep_replay)
         self.events = open_events(run.tensorboard, self.run_dir, world.main)
         if world.main:
-            (self.run_dir / rundir.CONFIG).write_text(dump_config(self.config))
+            atomic_write_text(self.run_dir / rundir.CONFIG, dump_config(self.config))
             for name in (rundir.METRICS, rundir.SCORES):
                 (self.run_dir / name).touch()
 
@@ -745,10 +744,4 @@ def drop_after(path: Path, step: int, action_repeat: int) -> None:
         return
     records = rundir.read_records(path, action_repeat)
     kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        for record in kept:
-            f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from dreamerctl.run import rundir
+from tests.helpers import dead_pid
 from tests.reliability.reliability_tools import (
     CARTPOLE,
     Background,
@@ -137,16 +138,3 @@ def test_kill_at_random_moments_then_resume(tmp_path: Path) -> None:
         steps = metric_steps(run_dir, name)
         assert steps == sorted(set(steps)), (name, steps)  # strictly increasing, no duplicates
     assert metric_steps(run_dir)[-1] == final
-
-
-def dead_pid() -> int:
-    """A process id that no process has now."""
-    pid = 4_000_000
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except OSError:
-            pass
-        pid -= 1

@@ -23,7 +23,7 @@ import pytest
 from dreamerctl.cli.app import fail
 from dreamerctl.errors import RunError, shared
 from dreamerctl.run import rundir
-from dreamerctl.run.distributed import World, process_running, state_digest
+from dreamerctl.run.distributed import World, state_digest
 from tests.reliability.reliability_tools import (
     CARTPOLE,
     ROOT,
@@ -185,13 +185,6 @@ def test_one_process_is_a_world_of_one() -> None:
     assert World(rank=1, size=2).replay_dir(Path("run")) == Path("run/replay/rank_1")
     assert World(rank=1, size=2).seed(11) != 11
     assert world.explain(RuntimeError("Connection closed by peer")) is None
-
-
-def test_process_running() -> None:
-    assert process_running(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    assert not process_running(child.pid)
 
 
 @pytest.mark.parametrize(("rank", "is_shared", "expected"), [
