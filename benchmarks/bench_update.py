@@ -29,9 +29,9 @@ import torch
 from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.loops import select_starts, summarise
 from dreamerctl.config.loader import build_config
-from dreamerctl.envs.base import ActSpace, Space
 from dreamerctl.replay import Replay, place_replay
 from dreamerctl.run.device import pick_device
+from dreamerctl.spaces import ActSpace, Space
 
 ACTION_DIM = 6
 POOL = 2  # the synthetic replay holds POOL batches' worth of steps

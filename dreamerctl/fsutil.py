@@ -46,7 +46,8 @@ def atomic_path(target: Path, sync_folder: bool = True) -> Iterator[Path]:
         fsync_dir(target.parent)
 
 
-def atomic_write(target: Path, write: Callable[[BinaryIO], None], sync_folder: bool = True) -> None:
+def atomic_write(target: Path, write: Callable[[BinaryIO], object],
+                 sync_folder: bool = True) -> None:
     """`write` into the temporary file of `target`, then put it in place (atomic_path)."""
     with atomic_path(target, sync_folder) as tmp, tmp.open("wb") as f:
         write(f)

@@ -33,12 +33,11 @@ from dreamerctl.config.schema import (
     TrainConfig,
     WorldModelConfig,
 )
-from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.spaces import TRAIN_KEYS, ActSpace, Space
 
 log = logging.getLogger("dreamerctl.agent")
 
 Metrics = dict[str, Tensor]
-TRAIN_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 OPENLOOP_SEQUENCES = 6
 # run.compile: torch.compile modes for the loss computations ("off": eager).
 COMPILE_MODES = get_args(RunConfig.model_fields["compile"].annotation)

@@ -24,7 +24,7 @@ from dreamerctl.agent.nets import Head
 from dreamerctl.agent.rssm import State
 from dreamerctl.agent.world_model import WorldModel
 from dreamerctl.config.schema import ActorCriticConfig
-from dreamerctl.envs.base import ActSpace
+from dreamerctl.spaces import ActSpace
 
 
 @dataclass

@@ -10,6 +10,8 @@ once, so single-process training is unchanged bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -22,7 +24,7 @@ def world_size() -> int:
     return dist.get_world_size()
 
 
-def average_gradients(params: list[Tensor], loss: Tensor) -> Tensor:
+def average_gradients(params: Sequence[Tensor], loss: Tensor) -> Tensor:
     """Replace each parameter's gradient by its mean over ranks, in one all_reduce of the
     flattened gradients; returns `loss` summed over ranks (finite only if every rank's is).
 

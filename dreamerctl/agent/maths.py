@@ -136,6 +136,7 @@ class ReturnNormaliser(nn.Module):
 
     low: Tensor
     high: Tensor
+    quantiles: Tensor
 
     def __init__(self, decay: float, low: float, high: float, limit: float) -> None:
         super().__init__()

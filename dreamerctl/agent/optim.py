@@ -36,7 +36,7 @@ class Optimizer:
         skipped = (~(torch.isfinite(norm) & torch.isfinite(total))).float()
         # Fused Adam reads the flag on the device (as under a GradScaler): where it is set, the
         # parameters, moments and step count stay exactly as they were.
-        self.adam.found_inf = skipped
+        self.adam.found_inf = skipped  # type: ignore[attr-defined]  # read by fused Adam
         self.adam.step()
         # No gradient stays behind: the next loss (of any module) starts from nothing.
         self.adam.zero_grad(set_to_none=True)

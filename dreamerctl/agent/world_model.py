@@ -14,7 +14,7 @@ from dreamerctl.agent.maths import kl_losses, symlog, twohot_bins
 from dreamerctl.agent.nets import MLP, ConvDecoder, ConvEncoder, Head
 from dreamerctl.agent.rssm import RSSM, State
 from dreamerctl.config.schema import WorldModelConfig
-from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.spaces import ActSpace, Space
 
 OBS_KEYS = ("image", "vector")
 

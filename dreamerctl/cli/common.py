@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -90,8 +91,6 @@ def format_cell(value: Any) -> str:
 
 def setup_logging(debug: bool) -> None:
     """Logs go to stderr as plain lines (`warning:` prefixed for warnings)."""
-    import logging
-
     from dreamerctl.run.distributed import launch_rank
 
     handler = logging.StreamHandler(sys.stderr)
@@ -106,13 +105,12 @@ def setup_logging(debug: bool) -> None:
     root.propagate = False
 
 
-class LevelFormatter:
+class LevelFormatter(logging.Formatter):
     def __init__(self, prefix: str = "") -> None:
+        super().__init__()
         self.prefix = prefix
 
-    def format(self, record: Any) -> str:
-        import logging
-
+    def format(self, record: logging.LogRecord) -> str:
         # Only the CLI's final message starts with `error:`; logged problems are warnings.
         message = self.prefix + record.getMessage()
         if record.levelno >= logging.WARNING:

@@ -3,18 +3,15 @@
 Suites load lazily: importing this package imports neither ale_py, dm_control nor torch.
 """
 
-from dreamerctl.envs.base import STEP_KEYS, ActSpace, Env, Obs, Space
+from dreamerctl.envs.base import Env, Obs
 from dreamerctl.envs.parallel import EnvCrash, ParallelEnvs
 from dreamerctl.envs.registry import check_task, make_env
 
 __all__ = [
-    "STEP_KEYS",
-    "ActSpace",
     "Env",
     "EnvCrash",
     "Obs",
     "ParallelEnvs",
-    "Space",
     "check_task",
     "make_env",
 ]

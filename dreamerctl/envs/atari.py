@@ -9,13 +9,15 @@ no-ops at reset, life loss optionally terminal, and a time limit in emulator fra
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
 from dreamerctl.config.schema import EnvConfig
-from dreamerctl.envs.base import ActSpace, Env, Obs, Space
+from dreamerctl.envs.base import Env, Obs
 from dreamerctl.envs.common import discrete_index, resize, select_keys, step_dict
 from dreamerctl.envs.registry import unknown
+from dreamerctl.spaces import ActSpace, Space
 
 NOOP = 0  # ALE action id of NOOP in both the minimal and the full action set.
 
@@ -101,7 +103,7 @@ class Atari(Env):
             is_terminal=over or lost,
         )
 
-    def repeat(self, action: int) -> tuple[float, np.ndarray, bool, bool]:
+    def repeat(self, action: Any) -> tuple[float, np.ndarray, bool, bool]:
         """Act `action_repeat` frames: (summed reward, max of the last two frames, game over,
         life lost). Stops early at game over or, with life_done, at a life loss."""
         reward, frames = 0.0, []

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from dreamerctl.config.schema import EnvConfig
-from dreamerctl.envs.base import ActSpace, Env, Obs, Space
+from dreamerctl.envs.base import Env, Obs
 from dreamerctl.envs.common import rescale, select_keys, step_dict
 from dreamerctl.envs.registry import unknown
 from dreamerctl.envs.rendering import ensure_mujoco_gl, require_rendering
+from dreamerctl.spaces import ActSpace, Space
 
 ALIASES = {"cup_catch": ("ball_in_cup", "catch")}
 DEFAULT_CAMERA = {"quadruped": 2}  # camera -1 picks this, else camera 0

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from dreamerctl.config.schema import EnvConfig
-from dreamerctl.envs.base import ActSpace, Env, Obs, Space
+from dreamerctl.envs.base import Env, Obs
 from dreamerctl.envs.common import discrete_index, rescale, resize, select_keys, step_dict
 from dreamerctl.envs.registry import unknown
 from dreamerctl.errors import UsageError
+from dreamerctl.spaces import ActSpace, Space
 
 
 def registry() -> dict[str, Any]:
@@ -118,7 +119,7 @@ class Gym(Env):
 
     def convert(self, action: np.ndarray) -> Any:
         """Our action -> the env's: one-hot -> int, [-1, 1] -> the Box bounds and dtype."""
-        space = self.env.action_space
+        space: Any = self.env.action_space  # Discrete or Box, as act_space says
         if self.act_space.discrete:
             return int(space.start) + discrete_index(action)
         return rescale(action, space.low, space.high).astype(space.dtype)

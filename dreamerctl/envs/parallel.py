@@ -20,16 +20,17 @@ import signal
 import traceback
 import weakref
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from dreamerctl.config.schema import EnvConfig
-from dreamerctl.envs.base import ActSpace, Env, Obs, Space
+from dreamerctl.envs.base import Env, Obs
 from dreamerctl.envs.registry import check_task, make_env
 from dreamerctl.errors import DreamerError, RunError
+from dreamerctl.spaces import FLAGS, ActSpace, Space
 
-CONTEXT = "spawn"
+CONTEXT: Final = "spawn"
 POLL_S = 0.05
 JOIN_S = 5.0
 
@@ -244,14 +245,14 @@ class ParallelEnvs:
                 replies.append(worker.recv())
             except EnvFailure as e:
                 replies.append(e)
-        steps = []
+        steps: list[Obs] = []
         for index, (reply, method) in enumerate(zip(replies, methods, strict=True)):
             if isinstance(reply, EnvFailure):
                 reply = self.recover(index, reply, method)
             elif method == "step":  # a reset alone does not prove the env works again
                 self.crashes[index] = 0
             steps.append(reply)
-        self.last = steps
+        self.last = [*steps]
         self.done = np.array([step["is_last"] for step in steps], dtype=bool)
         return stack(steps)
 
@@ -323,6 +324,6 @@ def stack(steps: list[Obs]) -> dict[str, np.ndarray]:
     """Per-env step dicts -> one dict of arrays with a leading (num,) axis."""
     batch = {key: np.stack([step[key] for step in steps]) for key in steps[0]}
     batch["reward"] = batch["reward"].astype(np.float32)
-    for key in ("is_first", "is_last", "is_terminal"):
+    for key in FLAGS:
         batch[key] = batch[key].astype(bool)
     return batch

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
+from typing import Any
 
 from dreamerctl.errors import RunError
 
@@ -85,7 +87,7 @@ def egl_works() -> bool:
         return False
 
 
-def egl_proc(egl: ctypes.CDLL, name: str, restype: type, *argtypes: type) -> ctypes._CFuncPtr:
+def egl_proc(egl: ctypes.CDLL, name: str, restype: type, *argtypes: type) -> Callable[..., Any]:
     """An EGL extension function looked up with eglGetProcAddress."""
     egl.eglGetProcAddress.restype = ctypes.c_void_p
     egl.eglGetProcAddress.argtypes = [ctypes.c_char_p]
@@ -95,7 +97,7 @@ def egl_proc(egl: ctypes.CDLL, name: str, restype: type, *argtypes: type) -> cty
     return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
-def egl_devices(egl: ctypes.CDLL) -> list[ctypes.c_void_p]:
+def egl_devices(egl: ctypes.CDLL) -> list[int | None]:
     query = egl_proc(
         egl, "eglQueryDevicesEXT", ctypes.c_uint, ctypes.c_int, ctypes.c_void_p,
         ctypes.POINTER(ctypes.c_int),
@@ -109,7 +111,7 @@ def egl_devices(egl: ctypes.CDLL) -> list[ctypes.c_void_p]:
     return list(devices[: count.value])
 
 
-def init_device_display(egl: ctypes.CDLL, device: ctypes.c_void_p) -> bool:
+def init_device_display(egl: ctypes.CDLL, device: int | None) -> bool:
     get_display = egl_proc(
         egl, "eglGetPlatformDisplayEXT", ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p,
         ctypes.c_void_p,

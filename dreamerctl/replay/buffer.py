@@ -134,6 +134,7 @@ class Replay:
             if self._host:  # numpy writes into the tensors' memory: 4x less overhead per step
                 self._host[key][envs, slots] = value
             else:
+                assert rows is not None  # device rows, made above when not on the host
                 target = self._rows[key]
                 target.index_copy_(0, rows, _as_rows(self._to_device(value), target.dtype))
         self._count += 1
@@ -216,7 +217,7 @@ class Replay:
             self._save_streams(np.flatnonzero(self._count > self._pending))
 
     def _save_streams(self, streams: np.ndarray) -> None:
-        if streams.size == 0:
+        if streams.size == 0 or self.directory is None:
             return
         for stream in streams:
             self._save(int(stream))

@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dreamerctl.fsutil import atomic_write
-
-Spaces = dict[str, tuple[tuple[int, ...], str]]
+from dreamerctl.spaces import KeySpaces as Spaces
 
 CHUNK_RE = re.compile(r"^(\d{2,})-(\d{12,})-(\d+)\.npz(\.bad)?$")
 BAD_SUFFIX = ".bad"
@@ -63,7 +63,8 @@ def list_chunks(directory: Path) -> list[ChunkName]:
 def write_chunk(path: Path, data: dict[str, np.ndarray]) -> None:
     """Write `data` (key -> (L, ...) array) to `path` atomically; the caller fsyncs the folder."""
     # A file object keeps np.savez from appending ".npz".
-    atomic_write(path, lambda file: np.savez(file, **data), sync_folder=False)
+    savez: Callable[..., None] = np.savez  # numpy's stub takes **data for its keywords
+    atomic_write(path, lambda file: savez(file, **data), sync_folder=False)
 
 
 def read_chunk(name: ChunkName, spaces: Spaces) -> dict[str, np.ndarray] | None:

@@ -37,22 +37,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from dreamerctl.agent.agent import TRAIN_KEYS
 from dreamerctl.agent.behavior import Behavior
 from dreamerctl.agent.maths import lambda_return
 from dreamerctl.errors import RunError
 from dreamerctl.replay.chunks import list_chunks, read_chunk
 from dreamerctl.run import rundir
 from dreamerctl.run.policy import load_agent
+from dreamerctl.spaces import TRAIN_KEYS, record_spaces
 
 
 def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
     """Stream 0 of the run's replay, oldest first: key -> (N, ...)."""
     names = [n for n in list_chunks(run / "replay") if n.stream == 0 and not n.bad]
-    parts = [read_chunk(name, keys) for name in names]
-    parts = [part for part in parts if part is not None]
+    parts = [part for name in names if (part := read_chunk(name, keys)) is not None]
     if not parts:
-        raise SystemExit(f"error: no replay chunks in {run / 'replay'}")
+        raise RunError(f"no replay chunks in {run / 'replay'}")
     return {key: np.concatenate([part[key] for part in parts]) for key in keys}
 
 
@@ -253,13 +252,8 @@ def diagnose(run: Path, episodes: int = 2, last: int = 1000, context: int = 16,
         copy.write_bytes(checkpoint.read_bytes())
         loaded = load_agent(copy, device="cpu")
     agent = loaded.agent
-    keys = {key: (tuple(space.shape), space.dtype) for key, space in loaded.obs_space.items()
-            if key in agent.wm.keys}
-    keys["action"] = ((agent.act_space.size,), "float32")
-    keys["reward"] = ((), "float32")
-    for flag in ("is_first", "is_last", "is_terminal"):
-        keys[flag] = ((), "bool")
-    data = load_replay(run, keys)
+    seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
+    data = load_replay(run, record_spaces(seen, agent.act_space))
     return {
         "run": str(run), "step": loaded.step, "replay_steps": len(data["reward"]),
         "values": value_report(agent, data, episodes),

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from dreamerctl.errors import DreamerError, RunError, UsageError, shared
 from dreamerctl.fsutil import process_running
@@ -146,7 +146,7 @@ class World:
 
         box = [obj if self.main else None]
         dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return cast(T, box[0])
 
     def from_main(self, fn: Callable[[], T]) -> T:
         """Run `fn` on rank 0 alone and hand its result to every rank.

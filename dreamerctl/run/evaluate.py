@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from dreamerctl.envs.base import ActSpace
 from dreamerctl.errors import UsageError
 from dreamerctl.run import rundir
 from dreamerctl.run.policy import check_mode, load_agent, random_agent_setup, task_and_env
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
+from dreamerctl.spaces import ActSpace
 
 
 def bootstrap_ci(scores: np.ndarray, seed: int, samples: int = 10_000,
@@ -117,7 +117,7 @@ def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int
     With `random_agent`, one more row per task: uniform random actions in the env settings of
     that task's first checkpoint (path "random", step 0, `env_from` that checkpoint)."""
     check_mode(mode)
-    paths = []
+    paths: list[Path] = []
     for spec in specs:
         path = rundir.resolve_checkpoint(spec, logdir)
         if path.resolve() not in [p.resolve() for p in paths]:
@@ -126,11 +126,11 @@ def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int
         raise UsageError("compare needs at least one checkpoint")
     rows = [evaluate_checkpoint(p, None, episodes, seed, mode, device) for p in paths]
     if random_agent:
-        first_of_task = {}
+        first_of_task: dict[str, str] = {}
         for row in rows:
             first_of_task.setdefault(row["task"], row["path"])
-        for path in first_of_task.values():
-            row = evaluate_random(path, logdir, None, episodes, seed)
-            rows.append({**row, "path": "random", "env_from": path})
+        for first in first_of_task.values():
+            row = evaluate_random(first, logdir, None, episodes, seed)
+            rows.append({**row, "path": "random", "env_from": first})
     order = {task: i for i, task in reversed(list(enumerate(row["task"] for row in rows)))}
     return sorted(rows, key=lambda row: (order[row["task"]], -row["mean"]))

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from dreamerctl.config import Config, EnvConfig, saved_config
-from dreamerctl.envs.base import ActSpace, Space
 from dreamerctl.errors import DreamerError, RunError, UsageError
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import load_checkpoint, read_meta
+from dreamerctl.spaces import ActSpace, Space
 
 
 class Loaded:

@@ -6,7 +6,7 @@ import sys
 import time
 from collections import deque
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.progress import (
@@ -128,7 +128,7 @@ class ProgressReporter:
                                          + len("0:00:00") + len("eta ") + len(eta_text)
                                          + 6)  # 6 separating spaces
             bar_width = max(MIN_BAR, min(BAR_WIDTH, free - len(format_fields(fields))))
-            self.bar.columns[1].bar_width = bar_width  # type: ignore[attr-defined]
+            cast(BarColumn, self.bar.columns[1]).bar_width = bar_width
             info = fit_fields(fields, free - bar_width)
             self.bar.update(self.task_id, completed=completed, info=info, eta=eta_text)
             return

@@ -12,12 +12,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dreamerctl.envs.base import ActSpace, Env, Obs
+from dreamerctl.envs.base import Env, Obs
 from dreamerctl.errors import RunError, UsageError
 from dreamerctl.fsutil import folder_problem
 from dreamerctl.run import rundir
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
+from dreamerctl.spaces import ActSpace
 from dreamerctl.video import Mp4Writer, mp4_to_gif, side_by_side
 
 JSONL = "episodes.jsonl"

@@ -186,8 +186,7 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
 def band(runs: Sequence[Run], key: str, bins: int = 40) -> dict[str, np.ndarray] | None:
     """Mean, min and max over runs of `key`, each run first averaged in `bins` equal bins of
     frames up to the shortest run's last frame (so that every bin has every seed)."""
-    curves = [run.series.get(key) for run in runs]
-    curves = [c for c in curves if c is not None and len(c[0])]
+    curves = [c for run in runs if (c := run.series.get(key)) is not None and len(c[0])]
     if len(curves) < 2:
         return None
     end = min(c[0][-1] for c in curves)
@@ -247,7 +246,7 @@ def official_curve(suite: str, task: str) -> dict[str, np.ndarray] | None:
 
 def export_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """Every point of every series: run, task, seed, series, frames, value (for --csv/--json)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run in runs:
         for name, (x, y) in run.series.items():
             rows.extend({"run": str(run.run_dir), "task": run.task, "seed": run.seed,

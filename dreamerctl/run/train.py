@@ -39,15 +39,10 @@ from dreamerctl.run.events import Events, open_events, require_tensorboard
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
 from dreamerctl.run.threads import SMALL_MODEL
+from dreamerctl.spaces import STEP_KEYS, record_spaces
 
 log = logging.getLogger("dreamerctl")
 
-STEP_SPACES = {
-    "reward": ((), "float32"),
-    "is_first": ((), "bool"),
-    "is_last": ((), "bool"),
-    "is_terminal": ((), "bool"),
-}
 OPENLOOP_CONTEXT = 5
 
 
@@ -215,11 +210,8 @@ class Trainer:
             world.broadcast_state(self.agent)
             if not world.main:
                 torch.manual_seed(seed)  # its own actions and imagined samples
-        spaces = {key: (tuple(space.shape), space.dtype)
-                  for key, space in self.envs.obs_space.items()}
-        spaces["action"] = ((self.envs.act_space.size,), "float32")
-        spaces.update(STEP_SPACES)
-        self.replay_keys = [*self.envs.obs_space, *STEP_SPACES]  # what one env step stores
+        spaces = record_spaces(self.envs.obs_space, self.envs.act_space)
+        self.replay_keys = [*self.envs.obs_space, *STEP_KEYS]  # what one env step stores
         needed = Replay.bytes_needed(spaces, train.replay_capacity)
         replay_device = place_replay(train.replay_device, self.device, needed)
         if replay_device == "cpu":
@@ -441,8 +433,9 @@ class Trainer:
                         f"losses or gradients, stopping; {self.kept_message()}"
                     ))
                 # The fields in order of interest: a narrow terminal drops the last ones.
-                bar.update(self.step, score=self.last_score(self.window), **rates,
-                           updates=self.updates)
+                fields: dict[str, Any] = {"score": self.last_score(self.window), **rates,
+                                          "updates": self.updates}
+                bar.update(self.step, **fields)
                 # A new run saves right after its first update, so that `latest` means it
                 # from then on rather than after run.save_every (issue 23). Updates happen in
                 # lockstep, so every rank agrees.

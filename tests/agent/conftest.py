@@ -11,7 +11,7 @@ import torch
 
 from dreamerctl.agent.agent import Agent
 from dreamerctl.config import Config, build_config
-from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.spaces import ActSpace, Space
 
 IMAGE = (16, 16, 3)  # the smallest size the config allows: 2 conv stages down to 4x4
 VECTOR = 5

@@ -18,7 +18,7 @@ from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.loops import IMAG_STARTS, LOOPS, run_updates, select_starts
 from dreamerctl.agent.maths import lambda_return
 from dreamerctl.config import build_config
-from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.spaces import ActSpace, Space
 
 WM_LOSSES = {"reward", "cont", "dyn", "rep"}
 METRICS = {

@@ -13,7 +13,7 @@ import torch
 from conftest import debug_config
 
 from dreamerctl.agent.agent import Agent
-from dreamerctl.envs.base import ActSpace, Space
+from dreamerctl.spaces import ActSpace, Space
 
 BATCH, LENGTH = 8, 16
 # Faster learning rates than the recipe's, so that a few hundred updates suffice.

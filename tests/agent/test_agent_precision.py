@@ -11,7 +11,7 @@ import torch
 from conftest import IMAGE, OBS_KINDS, VECTOR, debug_config
 
 from dreamerctl.agent.agent import Agent
-from dreamerctl.envs.base import ActSpace
+from dreamerctl.spaces import ActSpace
 
 UPDATES = 200
 BATCH, LENGTH = 4, 16

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dreamerctl.config import EnvConfig, build_config
-from dreamerctl.envs.base import STEP_KEYS, Space
+from dreamerctl.spaces import STEP_KEYS, Space
 
 CheckStep = Callable[..., None]
 

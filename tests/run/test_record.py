@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from dreamerctl.config import build_config
-from dreamerctl.envs import ActSpace, Env, Obs, make_env
+from dreamerctl.envs import Env, Obs, make_env
 from dreamerctl.errors import UsageError
 from dreamerctl.run.record import RandomActor, record_episodes, record_from_cli
+from dreamerctl.spaces import ActSpace
 from dreamerctl.video import SEPARATOR_COLOR, read_frames
 
 CARTPOLE = "gym_CartPole-v1"
