@@ -50,8 +50,7 @@ def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     envs = ParallelEnvs(args.task, config.env, workers, seed=args.seed)
     try:
         torch.manual_seed(args.seed)
-        agent = Agent(envs.obs_space, envs.act_space, config.world_model, config.actor_critic,
-                      config.train, precision=config.run.precision)
+        agent = Agent.from_config(envs.obs_space, envs.act_space, config)
         agent.eval()
         rng = np.random.default_rng(args.seed)
         envs.reset()

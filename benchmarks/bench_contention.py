@@ -61,8 +61,8 @@ def child(kind: str, policy: str, seconds: float) -> dict[str, Any]:
     from dreamerctl.agent.agent import Agent
     from dreamerctl.agent.loops import run_updates
     from dreamerctl.config.loader import build_config
-    from dreamerctl.envs.base import ActSpace, Space
     from dreamerctl.run.threads import apply_threads
+    from dreamerctl.spaces import ActSpace, Space
 
     presets, obs_key, discrete, actions, _ = KINDS[kind]
     config = build_config(None, presets, [])
@@ -71,8 +71,7 @@ def child(kind: str, policy: str, seconds: float) -> dict[str, Any]:
            else {"image": Space((*config.env.size, 3), "uint8")})
     act = ActSpace(discrete, actions)
     torch.manual_seed(0)
-    agent = Agent(obs, act, config.world_model, config.actor_critic, train, device="cpu",
-                  precision=config.run.precision)
+    agent = Agent.from_config(obs, act, config)
     if policy != "default":
         apply_threads(policy if policy == "auto" else int(policy), agent, quiet=True)
     replay = synthetic_replay(obs, act, train.batch_size, train.batch_length, 0, "cpu")

@@ -88,8 +88,7 @@ def worker(args: argparse.Namespace) -> None:
     train = config.train
     torch.manual_seed(0)
     device = world.device(pick_device(args.device))
-    agent = Agent(obs_space, act_space, config.world_model, config.actor_critic, train,
-                  device=device, precision=config.run.precision)
+    agent = Agent.from_config(obs_space, act_space, config, device=device)
     world.broadcast_state(agent)
     rng = np.random.default_rng(world.seed(0))
     pool = itertools.cycle(synthetic_batches(obs_space, act_space, train.batch_size,

@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loop, imag_starts = config.train.loop, config.train.imag_starts
     train, size = config.train, tuple(config.env.size)
     obs, act = {"image": Space((*size, 3), "uint8")}, ActSpace(False, ACTION_DIM)
-    agent = Agent(obs, act, config.world_model, config.actor_critic, train,
-                  device=pick_device(args.device),
-                  precision=config.run.precision, compile=config.run.compile)
+    agent = Agent.from_config(obs, act, config, device=pick_device(args.device))
     replay_device = place_replay(args.replay_device, agent.device, 0)
     replay = synthetic_replay(obs, act, train.batch_size, train.batch_length, args.seed,
                               replay_device)

@@ -29,6 +29,7 @@ from dreamerctl.agent.rssm import State
 from dreamerctl.agent.world_model import WorldModel
 from dreamerctl.config.schema import (
     ActorCriticConfig,
+    Config,
     RunConfig,
     TrainConfig,
     WorldModelConfig,
@@ -110,6 +111,15 @@ class Agent(nn.Module):
         self._world_model_loss = self._compiled(self._world_model_loss_eager)
         self._actor_loss = self._compiled(self._actor_loss_eager)
         self._critic_loss = self._compiled(self._critic_loss_eager)
+
+    @classmethod
+    def from_config(cls, obs_space: dict[str, Space], act_space: ActSpace, config: Config,
+                    device: torch.device | str = "cpu", compile: str | None = None) -> Agent:
+        """The agent a resolved config describes (its model, recipe, precision and compile
+        mode; `compile` overrides the latter) for these spaces: how every caller builds one."""
+        return cls(obs_space, act_space, config.world_model, config.actor_critic, config.train,
+                   device=device, precision=config.run.precision,
+                   compile=config.run.compile if compile is None else compile)
 
     @property
     def nonfinite_runs(self) -> dict[str, int]:

@@ -9,10 +9,15 @@ import numpy as np
 
 from dreamerctl.errors import UsageError
 from dreamerctl.run import rundir
-from dreamerctl.run.policy import check_mode, load_agent, random_agent_setup, task_and_env
+from dreamerctl.run.policy import (
+    RandomPolicy,
+    check_mode,
+    load_agent,
+    random_agent_setup,
+    task_and_env,
+)
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
-from dreamerctl.spaces import ActSpace
 
 
 def bootstrap_ci(scores: np.ndarray, seed: int, samples: int = 10_000,
@@ -36,19 +41,6 @@ def summarize(scores: list[float], lengths: list[int], seed: int) -> dict[str, A
         "mean_length": float(np.mean(lengths)), "scores": [float(s) for s in scores],
         "lengths": [int(n) for n in lengths],
     }
-
-
-class RandomPolicy:
-    """Uniform random actions for a batch of envs, in the shape of the agent's `policy`: the
-    baseline a trained agent is judged against."""
-
-    def __init__(self, act_space: ActSpace, seed: int) -> None:
-        self.act_space = act_space
-        self.rng = np.random.default_rng(seed)
-
-    def policy(self, obs: dict[str, np.ndarray], state: None,
-               mode: str = "sample") -> tuple[np.ndarray, None]:
-        return self.act_space.sample(self.rng, len(obs["is_first"])), None
 
 
 def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed: int,

@@ -14,6 +14,29 @@ from dreamerctl.run.checkpoint import load_checkpoint, read_meta
 from dreamerctl.spaces import ActSpace, Space
 
 
+class RandomPolicy:
+    """Uniform random actions (one-hot for discrete spaces, uniform in [-1, 1] otherwise): the
+    baseline a trained agent is judged against. It acts both ways an agent does: `policy` for a
+    batch of envs (eval, compare) and `act` for one env (record, as its Actor)."""
+
+    def __init__(self, act_space: ActSpace, seed: int) -> None:
+        self.act_space = act_space
+        self.rng = np.random.default_rng(seed)
+
+    def policy(self, obs: dict[str, np.ndarray], state: None,
+               mode: str = "sample") -> tuple[np.ndarray, None]:
+        return self.act_space.sample(self.rng, len(obs["is_first"])), None
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        return self.act_space.sample(self.rng)
+
+    def panel(self) -> list[np.ndarray] | None:
+        return None
+
+
 class Loaded:
     """A checkpoint's agent with its config, task and spaces."""
 
@@ -45,8 +68,8 @@ def load_agent(path: Path, device: str = "auto") -> Loaded:
     config = checkpoint_config(path, data)
     obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
     act_space = ActSpace.from_dict(data["act_space"])
-    agent = Agent(obs_space, act_space, config.world_model, config.actor_critic, config.train,
-                  device=pick_device(device), precision=config.run.precision)
+    # Compiling pays for long training runs, not for acting: a loaded agent runs eagerly.
+    agent = Agent.from_config(obs_space, act_space, config, pick_device(device), compile="off")
     apply_threads(config.run.threads, agent, quiet=True)
     try:
         agent.load_state(data["agent"])

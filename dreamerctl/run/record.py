@@ -18,7 +18,6 @@ from dreamerctl.fsutil import folder_problem
 from dreamerctl.run import rundir
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
-from dreamerctl.spaces import ActSpace
 from dreamerctl.video import Mp4Writer, mp4_to_gif, side_by_side
 
 JSONL = "episodes.jsonl"
@@ -36,23 +35,6 @@ class Actor(Protocol):
 
     def panel(self) -> list[np.ndarray] | None:
         """uint8 (H, W, 3) images about the last `act` call (e.g. the 64x64 input), or None."""
-
-
-class RandomActor:
-    """Uniform random actions: one-hot for discrete spaces, uniform in [-1, 1] otherwise."""
-
-    def __init__(self, act_space: ActSpace, seed: int) -> None:
-        self.act_space = act_space
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self) -> None:
-        pass
-
-    def act(self, obs: Obs) -> np.ndarray:
-        return self.act_space.sample(self.rng)
-
-    def panel(self) -> list[np.ndarray] | None:
-        return None
 
 
 def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: int,
@@ -173,10 +155,9 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
                     device: str) -> list[Path]:
     """`dreamerctl record`: build the actor and env, record, return the MP4 paths."""
     from dreamerctl.envs import make_env
+    from dreamerctl.run.policy import RandomPolicy, check_mode, load_actor, random_agent_setup
 
-    if mode not in ("sample", "greedy"):
-        raise UsageError(f"unknown --mode '{mode}': use sample or greedy")
-    from dreamerctl.run.policy import load_actor, random_agent_setup
+    check_mode(mode)
 
     if checkpoint == "none" and (not random_agent or task is None):
         raise UsageError("--checkpoint none needs --random-agent and --task")
@@ -197,7 +178,7 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
         )
     env = make_env(task, env_cfg, seed)
     try:
-        actor = actor if actor is not None else RandomActor(env.act_space, seed)
+        actor = actor if actor is not None else RandomPolicy(env.act_space, seed)
         rows = record_episodes(env, actor, episodes, output, fps, max_steps, make_gif,
                                overwrite, seed, task, checkpoint=path)
     finally:

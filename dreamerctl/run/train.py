@@ -199,9 +199,8 @@ class Trainer:
         # first, and per rank so that ranks collect different episodes.
         env_seed = world.seed(run.seed * 1000 + (self.resume["step"] if self.resume else 0))
         self.envs = ParallelEnvs(self.task, env, env.num_envs, seed=env_seed)
-        self.agent = Agent(self.envs.obs_space, self.envs.act_space, self.config.world_model,
-                           self.config.actor_critic, train, device=self.device,
-                           precision=run.precision, compile=run.compile)
+        self.agent = Agent.from_config(self.envs.obs_space, self.envs.act_space, self.config,
+                                       device=self.device)
         apply_threads(run.threads, self.agent, processes=world.local_size, quiet=not world.main)
         if run.compile != "off" and world.main:
             log.info("run.compile = %s: the first updates compile the losses, which takes "

@@ -36,9 +36,8 @@ def new_agent(obs: str = "vector", discrete: bool = True, precision: str = "fp32
     """A debug-size Agent for `obs` ("image", "vector" or "both") with `--set` style overrides,
     its parameters drawn from `seed`."""
     torch.manual_seed(seed)
-    config = debug_config(*overrides)
-    return Agent(OBS_KINDS[obs], ActSpace(discrete, ACTIONS), config.world_model,
-                 config.actor_critic, config.train, precision=precision, compile=compile)
+    config = debug_config(f'run.precision="{precision}"', f'run.compile="{compile}"', *overrides)
+    return Agent.from_config(OBS_KINDS[obs], ActSpace(discrete, ACTIONS), config)
 
 
 @pytest.fixture

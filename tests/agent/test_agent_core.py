@@ -269,8 +269,8 @@ def test_parameter_counts_of_the_sizes() -> None:
     counts = {}
     for size in ("debug", "small", "medium", "large", "xlarge"):
         config = build_config(None, ["dmc_vision", size])
-        agent = Agent({"image": Space((64, 64, 3), "uint8")}, ActSpace(False, 6),
-                      config.world_model, config.actor_critic, config.train, device="meta")
+        agent = Agent.from_config({"image": Space((64, 64, 3), "uint8")}, ActSpace(False, 6),
+                                  config, device="meta")
         counts[size] = {
             "world_model": sum(p.numel() for p in agent.wm.parameters()),
             "actor": sum(p.numel() for p in agent.behavior.actor.parameters()),

@@ -56,8 +56,8 @@ def preference(agent: Agent, batch: dict[str, np.ndarray]) -> float:
 def test_actor_critic_learns_the_rewarded_action(discrete: bool) -> None:
     torch.manual_seed(0)
     config = debug_config(*FAST)
-    agent = Agent({"vector": Space((1,), "float32")}, ActSpace(discrete, 2 if discrete else 1),
-                  config.world_model, config.actor_critic, config.train)
+    agent = Agent.from_config({"vector": Space((1,), "float32")},
+                              ActSpace(discrete, 2 if discrete else 1), config)
     with torch.no_grad():  # start from no preference at all: uniform, or mean 0
         agent.behavior.actor.out.weight.zero_()
     sample = bandit(discrete, np.random.default_rng(0))

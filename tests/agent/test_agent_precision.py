@@ -56,9 +56,8 @@ def structured_batches(count: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 def loss_curve(precision: str) -> np.ndarray:
     torch.manual_seed(0)
-    config = debug_config()
-    agent = Agent(OBS_KINDS["both"], ActSpace(True, 3), config.world_model, config.actor_critic,
-                  config.train, precision=precision)
+    config = debug_config(f'run.precision="{precision}"')
+    agent = Agent.from_config(OBS_KINDS["both"], ActSpace(True, 3), config)
     pool = structured_batches(8, seed=0)
     curve = []
     for i in range(UPDATES):

@@ -13,7 +13,8 @@ from PIL import Image
 from dreamerctl.config import build_config
 from dreamerctl.envs import Env, Obs, make_env
 from dreamerctl.errors import UsageError
-from dreamerctl.run.record import RandomActor, record_episodes, record_from_cli
+from dreamerctl.run.policy import RandomPolicy
+from dreamerctl.run.record import record_episodes, record_from_cli
 from dreamerctl.spaces import ActSpace
 from dreamerctl.video import SEPARATOR_COLOR, read_frames
 
@@ -30,7 +31,7 @@ def record(task: str, output: Path, episodes: int = 1, max_steps: int | None = 5
            actor: object = None) -> list[dict]:
     env = make(task, seed)
     try:
-        actor = actor or RandomActor(env.act_space, seed)
+        actor = actor or RandomPolicy(env.act_space, seed)
         return record_episodes(env, actor, episodes, output, fps=30, max_steps=max_steps,
                                make_gif=gif, overwrite=overwrite, seed=seed, task=task,
                                progress=False)
@@ -160,13 +161,13 @@ def test_panel_is_shown_beside_the_frame(tmp_path: Path) -> None:
 
 def test_random_actor_is_uniform_and_seeded() -> None:
     space = ActSpace(discrete=True, size=3)
-    actions = np.stack([RandomActor(space, 1).act({}) for _ in range(2)])
+    actions = np.stack([RandomPolicy(space, 1).act({}) for _ in range(2)])
     assert np.array_equal(actions[0], actions[1])  # same seed, same first action
-    actor = RandomActor(space, 0)
+    actor = RandomPolicy(space, 0)
     many = np.stack([actor.act({}) for _ in range(600)])
     assert many.shape == (600, 3) and (many.sum(axis=1) == 1).all()
     assert np.all(np.abs(many.mean(axis=0) - 1 / 3) < 0.07)
-    box = RandomActor(ActSpace(discrete=False, size=2), 0)
+    box = RandomPolicy(ActSpace(discrete=False, size=2), 0)
     values = np.stack([box.act({}) for _ in range(500)])
     assert values.dtype == np.float32 and values.min() >= -1 and values.max() <= 1
     assert values.min() < -0.9 and values.max() > 0.9
