@@ -10,7 +10,7 @@ import numpy as np
 from dreamerctl.config import Config, EnvConfig, saved_config
 from dreamerctl.errors import DreamerError, RunError, UsageError
 from dreamerctl.run import rundir
-from dreamerctl.run.checkpoint import load_checkpoint, read_meta
+from dreamerctl.run.checkpoint import Payload, read_meta, read_payload
 from dreamerctl.spaces import ActSpace, Space
 
 
@@ -40,43 +40,43 @@ class RandomPolicy:
 class Loaded:
     """A checkpoint's agent with its config, task and spaces."""
 
-    def __init__(self, path: Path, data: dict[str, Any], agent: Any, config: Config) -> None:
+    def __init__(self, path: Path, payload: Payload, agent: Any, config: Config) -> None:
         self.path = path
         self.agent = agent
         self.config = config
-        self.task: str = data["task"]
-        self.step = int(data["step"])
-        self.frames = int(data.get("frames", self.step))
-        self.obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
-        self.act_space = ActSpace.from_dict(data["act_space"])
+        self.task = payload.task
+        self.step = payload.step
+        self.frames = payload.frames
+        self.obs_space: dict[str, Space] = payload.obs_space
+        self.act_space: ActSpace = payload.act_space
 
 
-def checkpoint_config(path: Path, data: dict[str, Any]) -> Config:
+def checkpoint_config(path: Path, tree: dict[str, Any]) -> Config:
+    """The config saved in the checkpoint at `path` (fields newer than it take their defaults)."""
     try:
-        return saved_config(data["config"], str(path))
+        return saved_config(tree, str(path))
     except DreamerError as e:
         raise RunError(f"checkpoint {path} has a config this dreamerctl cannot read: {e}") from None
 
 
 def load_agent(path: Path, device: str = "auto") -> Loaded:
     """Build the agent a checkpoint describes and load its weights (weights_only)."""
-    data = load_checkpoint(path)
+    payload = read_payload(path)
     from dreamerctl.agent.agent import Agent
     from dreamerctl.run.device import pick_device
     from dreamerctl.run.threads import apply_threads
 
-    config = checkpoint_config(path, data)
-    obs_space = {key: Space.from_dict(value) for key, value in data["obs_space"].items()}
-    act_space = ActSpace.from_dict(data["act_space"])
+    config = checkpoint_config(path, payload.config)
     # Compiling pays for long training runs, not for acting: a loaded agent runs eagerly.
-    agent = Agent.from_config(obs_space, act_space, config, pick_device(device), compile="off")
+    agent = Agent.from_config(payload.obs_space, payload.act_space, config, pick_device(device),
+                              compile="off")
     apply_threads(config.run.threads, agent, quiet=True)
     try:
-        agent.load_state(data["agent"])
+        agent.load_state(payload.agent)
     except (KeyError, RuntimeError, ValueError) as e:
         raise RunError(f"checkpoint {path} does not match its own model: {e}") from None
     agent.eval()
-    return Loaded(path, data, agent, config)
+    return Loaded(path, payload, agent, config)
 
 
 def check_spaces(task: str, env_cfg: EnvConfig, loaded: Loaded) -> None:
@@ -190,9 +190,9 @@ def random_agent_setup(checkpoint: str, logdir: Path,
         raise RunError(f"{e}; a random agent needs no checkpoint: --checkpoint none "
                        f"--random-agent{hint}") from None
     meta = read_meta(path)
-    chosen = task or meta["task"]
+    chosen = task or meta.task
     check_task(chosen)
-    env_cfg = (checkpoint_config(path, meta).env if chosen == meta["task"]
+    env_cfg = (checkpoint_config(path, meta.config).env if chosen == meta.task
                else build_config(chosen).env)
     return chosen, env_cfg, path
 

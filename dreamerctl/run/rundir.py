@@ -105,8 +105,8 @@ def latest_checkpoint(logdir: Path, task: str | None = None) -> Found:
         raise RunError(f"no checkpoint found under {logdir}{where}")
     path = candidates[0]
     meta = read_meta(path)
-    return Found(path=path, run_dir=path.parent, task=meta["task"], step=meta["step"],
-                 frames=meta["frames"])
+    return Found(path=path, run_dir=path.parent, task=meta.task, step=meta.step,
+                 frames=meta.frames)
 
 
 def resolve_checkpoint(spec: str, logdir: Path, task: str | None = None) -> Path:

@@ -2,6 +2,10 @@
 (SPEC §4), and keep the run directory of SPEC §5 current: config, metrics, scores, open-loop videos,
 checkpoints. SIGINT and SIGTERM save a checkpoint and end with exit 130.
 
+The loop is here; its collaborators each own one concept: `prepare` (the run directory and config
+of a new or resumed run), `metrics` (scores.jsonl and metrics.jsonl), `checkpoint` (the payload
+and how it is written), `stats` (the train-ratio clock, episode scores).
+
 Under torchrun (issue 9) every rank runs a Trainer: its own envs and replay, the shared model
 kept identical by the agent's gradient averaging, and the decisions that depend on clocks or
 signals taken together once per loop iteration (`World.max`). Rank 0 alone writes the run
@@ -10,10 +14,8 @@ directory; steps, frames and the train ratio count the agent steps of all ranks.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import shutil
 import signal
 import time
 import warnings
@@ -23,19 +25,29 @@ from typing import Any
 
 import numpy as np
 
-from dreamerctl.config import Config, build_config, config_to_dict, dump_config, saved_config
+from dreamerctl.config import Config, config_to_dict, dump_config
 from dreamerctl.config.loader import Override
 from dreamerctl.errors import Interrupted, RunError, UsageError, shared
-from dreamerctl.fsutil import (
-    atomic_write_text,
-    folder_problem,
-    nearest_existing,
-    remove_stale_temporaries,
-)
+from dreamerctl.fsutil import atomic_write_text
 from dreamerctl.run import rundir
-from dreamerctl.run.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
+from dreamerctl.run.checkpoint import (
+    Counters,
+    Payload,
+    capture_rng,
+    copy_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from dreamerctl.run.distributed import World, join, state_digest
-from dreamerctl.run.events import Events, open_events, require_tensorboard
+from dreamerctl.run.events import Events, open_events
+from dreamerctl.run.metrics import MetricsLog, Window
+from dreamerctl.run.prepare import (
+    nothing_to_train,
+    prepare,
+    remove_if_empty,
+    set_aside_replay,
+    tidy_resumed_run,
+)
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
 from dreamerctl.run.threads import SMALL_MODEL
@@ -58,12 +70,12 @@ def train_from_cli(task: str, presets: list[str], overrides: Sequence[Override],
     clean = False
     run_dir = None
     try:
-        config, run_dir, data = world.from_main(
+        config, run_dir, payload = world.from_main(
             lambda: prepare(task, presets, overrides, logdir, resume))
-        if nothing_to_train(config, run_dir, data, world.main):
+        if nothing_to_train(config, run_dir, payload, world.main):
             clean = True
-            return run_dir if world.main and data is not None else None
-        Trainer(task, config, run_dir, resume=data, world=world).run()
+            return run_dir if world.main and payload is not None else None
+        Trainer(task, config, run_dir, resume=payload, world=world).run()
         clean = True
     except Exception as e:
         if resume is None and run_dir is not None and world.main:
@@ -77,79 +89,25 @@ def train_from_cli(task: str, presets: list[str], overrides: Sequence[Override],
     return run_dir if world.main else None
 
 
-def prepare(task: str, presets: list[str], overrides: Sequence[Override], logdir: Path,
-            resume: str | None) -> tuple[Config, Path, dict[str, Any] | None]:
-    """The config, the run directory and, when resuming, the loaded checkpoint."""
-    from dreamerctl.envs import check_task
+class Every:
+    """Due each time a counter reaches the next multiple of `every` (never where `every` <= 0)."""
 
-    if resume is None:
-        check_task(task)
-        config = build_config(task, presets, overrides)
-        if config.run.tensorboard:
-            require_tensorboard()
-        check_writable(logdir)
-        return config, rundir.new_run_dir(logdir, task), None
-    if presets:
-        raise UsageError("--preset cannot change a resumed run; use --set KEY=VALUE")
-    path = rundir.resolve_checkpoint(resume, logdir, task)
-    data = load_checkpoint(path)
-    if data["task"] != task:
-        raise UsageError(f"checkpoint {path} is for task {data['task']}, not {task}")
-    config = saved_config(data["config"], str(path), overrides)
-    if config.run.tensorboard:
-        require_tensorboard()
-    check_writable(path.parent)
-    return config, path.parent, data
+    def __init__(self, every: int, start: int) -> None:
+        self.every = every
+        self.next = (start // every + 1) * every if every > 0 else None
 
-
-def nothing_to_train(config: Config, run_dir: Path, data: dict[str, Any] | None,
-                     main: bool) -> bool:
-    """Whether `--steps` leaves nothing to do (issue 23): then no run directory is made for a
-    new run and a resumed run's checkpoint stays as it is, instead of an untrained or
-    rewritten checkpoint becoming `latest`."""
-    steps = config.run.steps
-    if data is None and steps == 0:
-        if main:
-            log.warning("--steps 0: nothing to train, so no run directory was made")
-            remove_if_empty(run_dir)
+    def due(self, count: int) -> bool:
+        if self.next is None or count < self.next:
+            return False
+        self.next = (count // self.every + 1) * self.every
         return True
-    if data is not None and steps <= int(data["step"]):
-        if main:
-            log.warning("%s is at step %d and --steps %d is the total, not more steps: "
-                        "nothing to train, the checkpoint is unchanged (give --steps above %d)",
-                        run_dir, data["step"], steps, data["step"])
-        return True
-    return False
-
-
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove a new run directory (and its task folder) that nothing was written to."""
-    for folder in (run_dir, run_dir.parent):
-        try:
-            folder.rmdir()  # only ever removes an empty folder
-        except OSError:
-            return
-
-
-def check_writable(folder: Path) -> None:
-    """Fail before training when the logdir cannot take a run: a file where a folder is needed
-    is a usage error (exit 2); a read-only or (nearly) full one a run-time failure (exit 1)."""
-    existing = nearest_existing(folder)
-    if not existing.is_dir():
-        where = "is an existing file" if existing == folder else f"lies under the file {existing}"
-        raise UsageError(f"logdir {folder} {where}, not a folder")
-    if folder_problem(folder) is not None:
-        raise RunError(f"logdir {folder} is not writable")
-    free = shutil.disk_usage(existing).free
-    if free < 50 * 2**20:
-        raise RunError(f"logdir {folder} has only {free // 2**20} MiB free")
 
 
 class Trainer:
     """One training run in one run directory (one rank's part of it under torchrun)."""
 
     def __init__(self, task: str, config: Config, run_dir: Path,
-                 resume: dict[str, Any] | None = None, world: World | None = None) -> None:
+                 resume: Payload | None = None, world: World | None = None) -> None:
         self.task = task
         self.config = config
         self.run_dir = run_dir
@@ -160,23 +118,22 @@ class Trainer:
         # (torchrun forwards a signal to each worker, but not at the same moment).
         self.stop_signal = 0
         self.step = 0            # agent steps over all envs of all ranks
-        self.updates = 0         # updates of each rank (all ranks update in lockstep)
-        self.replayed = 0        # replayed steps over all ranks, for the achieved train ratio
-        self.episodes = 0
-        self.ready_step: int | None = None  # agent step at which updates began
+        self.counters = Counters(world_size=self.world.size)
         self.ready = False       # every rank's replay holds a batch
         self.moved_replay: Path | None = None  # where a world-size change put the old replay
-        # Episodes finished here and not yet written (with several ranks, until they are
-        # gathered at the next metrics line or checkpoint): (step, frames, score, length).
-        self.pending: list[tuple[int, int, float, int]] = []
         self.window = Window()
         self.events = Events()  # TensorBoard, opened in build() where run.tensorboard asks
-        self.best_eval: float | None = None  # the best eval mean of this run (run.eval_every)
         cfg = config.train
+        self.batch_steps = cfg.batch_size * cfg.batch_length
+        self.metrics = MetricsLog(run_dir, self.world, self.events, config.env.action_repeat,
+                                  self.batch_steps)
         # The replayed steps of one update are those of all ranks, W x B x T (SPEC §4's ratio
         # over all ranks' agent steps): the updates per loop iteration stay what one process does.
-        self.clock = TrainRatioClock(
-            cfg.train_ratio / (cfg.batch_size * cfg.batch_length * self.world.size))
+        self.clock = TrainRatioClock(cfg.train_ratio / (self.batch_steps * self.world.size))
+
+    @property
+    def frames(self) -> int:
+        return self.step * self.config.env.action_repeat
 
     # ----------------------------------------------------------------------------------- setup
     def build(self) -> None:
@@ -197,7 +154,7 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         # A resumed run starts fresh episodes; offset the env seeds so they differ from the
         # first, and per rank so that ranks collect different episodes.
-        env_seed = world.seed(run.seed * 1000 + (self.resume["step"] if self.resume else 0))
+        env_seed = world.seed(run.seed * 1000 + (self.resume.step if self.resume else 0))
         self.envs = ParallelEnvs(self.task, env, env.num_envs, seed=env_seed)
         self.agent = Agent.from_config(self.envs.obs_space, self.envs.act_space, self.config,
                                        device=self.device)
@@ -223,16 +180,17 @@ class Trainer:
                 f"train.replay_capacity {train.replay_capacity} is too small for "
                 f"{env.num_envs} envs and train.batch_length {train.batch_length}"
             )
-        keep_replay = self.resume is None or self.same_world(self.resume)
-        if not keep_replay:
-            self.discard_replay()
+        old_world = self.resume.runner.world_size if self.resume else world.size
+        if old_world != world.size:
+            self.moved_replay = set_aside_replay(world, self.run_dir, old_world)
         self.replay = Replay(spaces, env.num_envs, train.replay_capacity, train.batch_size,
                              train.batch_length, seed=seed,
                              directory=world.replay_dir(self.run_dir), chunk=train.replay_chunk,
                              device=replay_device)
         if self.resume is not None:
-            self.restore(self.resume, keep_replay)
-        self.events = open_events(run.tensorboard, self.run_dir, world.main)
+            self.restore(self.resume, keep_replay=old_world == world.size)
+        self.events = self.metrics.events = open_events(run.tensorboard, self.run_dir,
+                                                         world.main)
         if world.main:
             atomic_write_text(self.run_dir / rundir.CONFIG, dump_config(self.config))
             for name in (rundir.METRICS, rundir.SCORES):
@@ -241,16 +199,15 @@ class Trainer:
     def announce(self, replay_bytes: str, replay_device: str) -> None:
         """The start summary on stderr (issue 23): where the run goes, what it trains on what,
         for how long, and the replay's full size; a warning where a pixel model meets a CPU."""
-        run, env = self.config.run, self.config.env
+        run, env, train = self.config.run, self.config.env, self.config.train
         params = sum(p.numel() for p in self.agent.parameters() if p.requires_grad)
         log.info("run directory: %s", self.run_dir)
         log.info("%s on %s: %.2fM parameters, %d agent steps (%d env frames), replay up to "
                  "%d steps = %s on %s", self.task, self.device, params / 1e6, run.steps,
-                 run.steps * env.action_repeat, self.config.train.replay_capacity,
-                 replay_bytes, replay_device)
-        train = self.config.train
-        updates = int(max(0, run.steps - max(run.prefill, train.batch_size * train.batch_length))
-                      * train.train_ratio / (train.batch_size * train.batch_length))
+                 run.steps * env.action_repeat, train.replay_capacity, replay_bytes,
+                 replay_device)
+        updates = int(max(0, run.steps - max(run.prefill, self.batch_steps))
+                      * train.train_ratio / self.batch_steps)
         pixels = "image" in self.envs.obs_space and params > SMALL_MODEL
         if self.device.type == "cpu" and pixels and updates >= 1000:
             log.warning("a %.1fM-parameter model learning from pixels on a CPU: the %s updates "
@@ -258,56 +215,26 @@ class Trainer:
                         "from vectors with --preset dmc_proprio; pixels want a GPU",
                         params / 1e6, f"{updates:,}")
 
-    def same_world(self, data: dict[str, Any]) -> bool:
-        """Whether the checkpoint was written by as many ranks as this run has."""
-        return int(data["runner"].get("world_size", 1)) == self.world.size
-
-    def discard_replay(self) -> None:
-        """Set aside the replay a run with another number of ranks left: its streams do not map
-        onto this run's ranks. Nothing is deleted: rank 0 renames replay/ to
-        replay-<W>ranks-<time>/ while the others wait; a rank whose folder is on a disk of its
-        own node (not shared with rank 0) renames that folder the same way."""
-        old = int(self.resume["runner"].get("world_size", 1)) if self.resume else 1
-        suffix = f"-{old}ranks-{time.strftime('%Y%m%d-%H%M%S')}"
-        if self.world.main:
-            self.moved_replay = move_aside(self.run_dir / "replay", suffix)
-        self.world.any(False)  # a barrier: no rank writes chunks before the old ones are moved
-        if not self.world.main:
-            move_aside(self.world.replay_dir(self.run_dir), suffix)
-
-    def restore(self, data: dict[str, Any], keep_replay: bool) -> None:
-        self.agent.load_state(data["agent"])
-        counters = data["runner"]
-        train = self.config.train
-        self.step = int(data["step"])
-        self.updates = int(counters["updates"])
-        self.replayed = int(counters.get("replayed",
-                                         self.updates * train.batch_size * train.batch_length))
-        self.episodes = int(counters["episodes"])
-        self.ready_step = counters["ready_step"]
-        self.clock.remainder = float(counters["clock_remainder"])
-        best = counters.get("best_eval")  # runs saved before run.eval_every have none
-        self.best_eval = None if best is None else float(best)
+    def restore(self, payload: Payload, keep_replay: bool) -> None:
+        self.agent.load_state(payload.agent)
+        self.step = payload.step
+        self.counters = Counters(**{**payload.runner.__dict__, "world_size": self.world.size})
+        self.clock.remainder = payload.runner.clock_remainder
         loaded = 0
         if keep_replay:
             loaded = self.load_replay()
-            part = rank_state(data, self.world.rank)
+            part = payload.rank_state(self.world.rank)
             self.replay.load_state_dict(part["replay"])
-            self.set_rng_state(part["rng"])
+            restore_rng(part["rng"], self.device, self.rng)
         elif self.world.main:
             log.warning(
                 "%s was written by %d rank(s) and this run has %d: the model, optimisers, "
                 "normaliser and counters are restored, but the replay is rebuilt (it starts "
                 "empty; the old one was moved to %s)", self.run_dir / rundir.CHECKPOINT,
-                int(counters.get("world_size", 1)), self.world.size,
+                payload.runner.world_size, self.world.size,
                 self.moved_replay or "nowhere: there was none")
         if self.world.main:
-            snapshots = self.run_dir / rundir.SNAPSHOTS
-            for folder in (self.run_dir, *([snapshots] if snapshots.is_dir() else [])):
-                for tmp in remove_stale_temporaries(folder):
-                    log.info("removed %s, left by a save that was killed", tmp.name)
-            for name in (rundir.METRICS, rundir.SCORES, rundir.EVALS):
-                drop_after(self.run_dir / name, self.step, self.config.env.action_repeat)
+            tidy_resumed_run(self.run_dir, self.step, self.config.env.action_repeat)
         log.info("resumed %s at step %d with %d replay steps", self.run_dir, self.step, loaded)
 
     def load_replay(self) -> int:
@@ -318,32 +245,6 @@ class Trainer:
         for warning in caught:
             log.warning("%s", warning.message)
         return loaded
-
-    def rng_state(self) -> dict[str, Any]:
-        """The random states that drive training: torch's (and, on a GPU, that device's), the
-        runner's numpy generator and Python's."""
-        import torch
-
-        state = {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
-                 "python": list(random.getstate())}
-        if self.device.type == "cuda":
-            state["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def set_rng_state(self, rng: dict[str, Any]) -> None:
-        """Restore `rng_state()`; a GPU state is restored only on a GPU (a run moved between
-        devices goes on with that device's seeded generator)."""
-        import torch
-
-        torch.set_rng_state(rng["torch"])
-        if self.device.type == "cuda" and "cuda" in rng:
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.rng.bit_generator.state = rng["numpy"]
-        random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
-
-    @property
-    def frames(self) -> int:
-        return self.step * self.config.env.action_repeat
 
     # ------------------------------------------------------------------------------------ loop
     def run(self) -> Path:
@@ -356,18 +257,7 @@ class Trainer:
             self.build()
             try:
                 self.loop()
-                if self.stop_signal:
-                    name = signal.Signals(self.stop_signal).name
-                    if not self.save():
-                        raise shared(Interrupted(f"interrupted by {name}; {self.kept_message()}"))
-                    raise shared(Interrupted(
-                        f"interrupted by {name}; checkpoint saved to "
-                        f"{self.run_dir / rundir.CHECKPOINT}"
-                    ))
-                if not self.save():
-                    raise shared(RunError(
-                        f"saving the final checkpoint failed; {self.kept_message()}"))
-                self.report()
+                self.finish()
             finally:
                 self.envs.close()
                 self.events.close()
@@ -393,28 +283,27 @@ class Trainer:
         self.signal = signum
 
     def loop(self) -> None:
-        run, world = self.config.run, self.world
-        tracker = EpisodeTracker(self.config.env.num_envs)
+        run, world, num = self.config.run, self.world, self.config.env.num_envs
+        tracker = EpisodeTracker(num)
         self.window = Window()
         last_save = last_log = time.monotonic()
         saved = False
-        next_report = self.next_report()
-        next_eval = (self.step // run.eval_every + 1) * run.eval_every if run.eval_every else 0
-        next_keep = (self.step // run.keep_every + 1) * run.keep_every if run.keep_every else 0
-        obs = self.envs.reset()
-        state = None
+        duties = [(Every(run.report_every, self.step), self.report),
+                  (Every(run.eval_every, self.step), self.evaluate),
+                  (Every(run.keep_every, self.step), self.keep_snapshot)]
+        obs, state = self.envs.reset(), None
         rates: dict[str, float] = {}
         # A signal during the build stops the run before its first step, on every rank.
         (self.stop_signal,) = world.max(self.signal or 0)
         # Steps before the first update go many times faster than those after it: the ETA is
         # measured from the first update of this session (a resumed run's comes at once).
-        updates_before = self.updates
+        updates_before = self.counters.updates
         with ProgressReporter(f"train {self.task}", run.steps, interval=run.log_every,
                               enabled=world.main, start=self.step, warmup=True) as bar:
             while self.step < run.steps and not self.stop_signal:
                 obs, state = self.collect(tracker, obs, state)
-                self.train_due(self.config.env.num_envs * world.size, self.window)
-                if not bar.warm and self.updates > updates_before:
+                self.train_due(num * world.size)
+                if not bar.warm and self.counters.updates > updates_before:
                     bar.warmed_up(self.step)
                 now = time.monotonic()
                 # Clocks and signals differ between ranks: every rank acts on what any rank saw,
@@ -424,42 +313,35 @@ class Trainer:
                     now - last_save >= run.save_every,
                     self.agent.consecutive_nonfinite >= self.config.train.max_nonfinite)
                 if log_due or self.step >= run.steps or stop:
-                    rates = self.log_metrics(self.window, now - last_log)
+                    rates = self.metrics.log(self.window, now - last_log, self.step,
+                                             self.counters, len(self.replay))
                     self.window, last_log = Window(scores=self.window.scores[-1:]), now
                 if stop:
                     raise shared(RunError(
                         f"{self.agent.consecutive_nonfinite} consecutive updates had non-finite "
-                        f"losses or gradients, stopping; {self.kept_message()}"
-                    ))
+                        f"losses or gradients, stopping; {self.kept_message()}"))
                 # The fields in order of interest: a narrow terminal drops the last ones.
-                fields: dict[str, Any] = {"score": self.last_score(self.window), **rates,
-                                          "updates": self.updates}
+                fields: dict[str, Any] = {"score": self.window.last_score, **rates,
+                                          "updates": self.counters.updates}
                 bar.update(self.step, **fields)
                 # A new run saves right after its first update, so that `latest` means it
                 # from then on rather than after run.save_every (issue 23). Updates happen in
                 # lockstep, so every rank agrees.
-                first = self.resume is None and not saved and self.updates > 0
-                if save_due or first:
+                if save_due or (self.resume is None and not saved and self.counters.updates):
                     self.save()
                     last_save, saved = time.monotonic(), True
-                if next_report is not None and self.step >= next_report:
-                    self.report()
-                    next_report = self.next_report()
-                if run.eval_every and self.step >= next_eval:
-                    self.evaluate()
-                    next_eval = (self.step // run.eval_every + 1) * run.eval_every
-                if run.keep_every and self.step >= next_keep:
-                    self.keep_snapshot()
-                    next_keep = (self.step // run.keep_every + 1) * run.keep_every
+                for every, duty in duties:
+                    if every.due(self.step):
+                        duty()
 
     def collect(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
                 state: Any) -> tuple[dict[str, np.ndarray], Any]:
         """One step of this rank's envs: note finished episodes, act, store, step."""
         num = self.config.env.num_envs
         for episode in tracker.update(obs):
-            self.pending.append((self.step, self.frames, episode.score, episode.length))
-        if not self.world.distributed:
-            self.flush_episodes(self.window)  # several ranks gather theirs when they log
+            self.metrics.finished(self.step, episode.score, episode.length)
+        if not self.world.distributed:  # several ranks gather theirs when they log
+            self.metrics.flush_episodes(self.window, self.counters)
         if self.step < self.config.run.prefill:
             action = self.envs.act_space.sample(self.rng, num)
         else:
@@ -470,21 +352,23 @@ class Trainer:
         self.window.steps += num * self.world.size
         return obs, state
 
-    def train_due(self, steps: int, window: Window) -> None:
+    def train_due(self, steps: int) -> None:
+        """The updates the train-ratio clock owes for `steps` new agent steps, once the prefill
+        is done and every rank's replay holds a batch."""
         from dreamerctl.agent.loops import run_updates
 
         if self.step < self.config.run.prefill or not self.replay_ready():
             return
-        if self.ready_step is None:
-            self.ready_step = self.step
+        if self.counters.ready_step is None:
+            self.counters.ready_step = self.step
         count = self.clock.due(steps)
         if count == 0:
             return
         train = self.config.train
         metrics = run_updates(self.agent, self.replay.sample, count, train.loop, train.imag_starts)
-        self.updates += count
-        self.replayed += count * train.batch_size * train.batch_length * self.world.size
-        window.add(metrics, count)
+        self.counters.updates += count
+        self.counters.replayed += count * self.batch_steps * self.world.size
+        self.window.add(metrics, count)
 
     def replay_ready(self) -> bool:
         """Whether updates may start: every rank's replay holds a batch. Agreed by all ranks
@@ -495,60 +379,20 @@ class Trainer:
             self.ready = not not_ready
         return self.ready
 
-    def next_report(self) -> int | None:
-        every = self.config.run.report_every
-        return None if every <= 0 else (self.step // every + 1) * every
+    def finish(self) -> None:
+        """After the loop: the final checkpoint and open-loop video, or, after a signal, the
+        checkpoint and Interrupted (exit 130)."""
+        if self.stop_signal:
+            name = signal.Signals(self.stop_signal).name
+            if not self.save():
+                raise shared(Interrupted(f"interrupted by {name}; {self.kept_message()}"))
+            raise shared(Interrupted(
+                f"interrupted by {name}; checkpoint saved to {self.run_dir / rundir.CHECKPOINT}"))
+        if not self.save():
+            raise shared(RunError(f"saving the final checkpoint failed; {self.kept_message()}"))
+        self.report()
 
-    # ---------------------------------------------------------------------------------- output
-    def last_score(self, window: Window) -> float | None:
-        return window.scores[-1] if window.scores else None
-
-    def flush_episodes(self, window: Window) -> None:
-        """Write the finished episodes to scores.jsonl (rank 0, the episodes of every rank,
-        gathered) and count them; every rank gets the scores for the window's mean."""
-        if self.world.distributed:
-            gathered = self.world.all_gather(self.pending)
-            episodes = sorted(episode for part in gathered for episode in part)
-        else:
-            episodes = self.pending
-        self.pending = []
-        for step, frames, score, length in episodes:
-            self.episodes += 1
-            window.scores.append(score)
-            if self.world.main:
-                row = {"step": step, "frames": frames, "episode/score": score,
-                       "episode/length": length}
-                rundir.append_jsonl(self.run_dir / rundir.SCORES, row)
-                self.events.scalars(row, frames)
-
-    def log_metrics(self, window: Window, seconds: float) -> dict[str, float]:
-        """Write one metrics line (rank 0: losses averaged over all ranks' updates, rates and
-        sizes summed over ranks); returns the rates shown beside the progress bar."""
-        train = self.config.train
-        self.flush_episodes(window)
-        merged, replay_size = window, len(self.replay)
-        if self.world.distributed:
-            parts = self.world.all_gather((window.sums, window.updates, len(self.replay)))
-            merged = Window.merge([(sums, updates) for sums, updates, _ in parts])
-            replay_size = sum(size for _, _, size in parts)
-        if not self.world.main:
-            return {}
-        record: dict[str, Any] = {"step": self.step, "frames": self.frames, **merged.means()}
-        record["fps/env"] = window.steps * self.config.env.action_repeat / max(seconds, 1e-9)
-        record["fps/train"] = merged.updates * train.batch_size * train.batch_length / max(
-            seconds, 1e-9)
-        record["train/updates"] = self.updates
-        record["train/updates_per_s"] = window.updates / max(seconds, 1e-9)
-        if self.ready_step is not None and self.step > self.ready_step:
-            record["train/ratio_achieved"] = self.replayed / (self.step - self.ready_step)
-        record["replay/size"] = replay_size
-        record["episode/count"] = self.episodes
-        if window.scores:
-            record["episode/score_mean"] = float(np.mean(window.scores))
-        rundir.append_jsonl(self.run_dir / rundir.METRICS, record)
-        self.events.scalars(record, self.frames)
-        return {"updates/s": record["train/updates_per_s"], "env fps": record["fps/env"]}
-
+    # ----------------------------------------------------------------------------- checkpoints
     def save(self) -> bool:
         """Write the checkpoint; a failed write keeps the previous one, warns and returns False.
 
@@ -556,8 +400,9 @@ class Trainer:
         replay sampler and RNG states (and a digest of its parameters) to rank 0, which writes
         the shared model once with every rank's part; all ranks learn whether it worked."""
         self.replay.flush()
-        self.flush_episodes(self.window)
-        mine: dict[str, Any] = {"replay": self.replay.state_dict(), "rng": self.rng_state()}
+        self.metrics.flush_episodes(self.window, self.counters)
+        mine: dict[str, Any] = {"replay": self.replay.state_dict(),
+                                "rng": capture_rng(self.device, self.rng)}
         parts = [mine]
         if self.world.distributed:
             mine["digest"] = state_digest(self.agent.state_dict())
@@ -579,27 +424,18 @@ class Trainer:
         self.world.broadcast_state(self.agent)
 
     def write_checkpoint(self, parts: list[dict[str, Any]]) -> bool:
-        payload = {
-            "task": self.task,
-            "step": self.step,
-            "frames": self.frames,
-            "obs_space": {key: space.to_dict() for key, space in self.envs.obs_space.items()},
-            "act_space": self.envs.act_space.to_dict(),
-            "config": config_to_dict(self.config),
-            "agent": self.agent.save_state(),
-            "runner": {"updates": self.updates, "episodes": self.episodes,
-                       "best_eval": self.best_eval,
-                       "ready_step": self.ready_step, "clock_remainder": self.clock.remainder,
-                       "replayed": self.replayed, "world_size": self.world.size},
-            "replay": parts[0]["replay"],
-            "rng": parts[0]["rng"],
-            "saved_at": time.time(),
-        }
-        if self.world.distributed:
-            payload["ranks"] = parts  # rank r's replay sampler, RNG states and digest
+        self.counters.clock_remainder = self.clock.remainder
+        payload = Payload(
+            task=self.task, step=self.step, frames=self.frames,
+            obs_space=self.envs.obs_space, act_space=self.envs.act_space,
+            config=config_to_dict(self.config), agent=self.agent.save_state(),
+            runner=self.counters, replay=parts[0]["replay"], rng=parts[0]["rng"],
+            saved_at=time.time(),
+            # rank r's replay sampler, RNG states and digest
+            ranks=parts if self.world.distributed else None)
         path = self.run_dir / rundir.CHECKPOINT
         try:
-            save_checkpoint(path, payload)
+            save_checkpoint(path, payload.to_payload())
         except OSError as e:
             log.warning("saving %s failed (%s); %s", path, e.strerror or e, self.kept_message())
             return False
@@ -627,6 +463,7 @@ class Trainer:
         for old in kept[:-keep] if keep else []:
             old.unlink(missing_ok=True)
 
+    # ---------------------------------------------------------------------------------- output
     def evaluate(self) -> None:
         """run.eval_episodes episodes of the current policy in fresh envs (sampled actions, as
         `dreamerctl eval`), appended to eval.jsonl; a new best mean also saves the checkpoint
@@ -656,9 +493,10 @@ class Trainer:
             log.info("eval at step %d: mean %.1f over %d episodes (95%% CI %.1f-%.1f)",
                      self.step, result["mean"], result["episodes"], result["ci95_low"],
                      result["ci95_high"])
-            better = self.best_eval is None or result["mean"] > self.best_eval
+            best = self.counters.best_eval
+            better = best is None or result["mean"] > best
             if better:
-                self.best_eval = result["mean"]
+                self.counters.best_eval = result["mean"]
         if self.world.broadcast(better) and self.save() and self.world.main:
             copy_checkpoint(self.run_dir / rundir.CHECKPOINT, self.run_dir / rundir.BEST)
 
@@ -678,62 +516,3 @@ class Trainer:
         frames = openloop_grid(result[0], result[1], context)
         write_mp4(folder / f"openloop_{self.step}.mp4", frames, fps=10)
         self.events.video("openloop", frames, self.frames, fps=10)
-
-
-class Window:
-    """Metrics gathered between two log lines."""
-
-    def __init__(self, scores: list[float] | None = None) -> None:
-        self.sums: dict[str, float] = {}
-        self.updates = 0
-        self.steps = 0
-        self.scores: list[float] = list(scores or [])
-
-    def add(self, metrics: dict[str, float], count: int) -> None:
-        self.updates += count
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value) * count
-
-    def means(self) -> dict[str, float]:
-        if not self.updates:
-            return {}
-        return {key: value / self.updates for key, value in self.sums.items()}
-
-    @classmethod
-    def merge(cls, parts: list[tuple[dict[str, float], int]]) -> Window:
-        """One window of the (sums, updates) of several ranks: its means are over all their
-        updates."""
-        merged = cls()
-        for sums, updates in parts:
-            merged.updates += updates
-            for key, value in sums.items():
-                merged.sums[key] = merged.sums.get(key, 0.0) + value
-        return merged
-
-
-def rank_state(data: dict[str, Any], rank: int) -> dict[str, Any]:
-    """Rank `rank`'s replay sampler and RNG states in a checkpoint (top level with one rank)."""
-    if "ranks" in data:
-        return data["ranks"][rank]
-    return {"replay": data["replay"], "rng": data["rng"]}
-
-
-def move_aside(folder: Path, suffix: str) -> Path | None:
-    """Rename `folder` to `folder` + `suffix` (its data kept, out of the way); None if there is
-    no such folder."""
-    if not folder.is_dir():
-        return None
-    target = folder.with_name(folder.name + suffix)
-    folder.rename(target)
-    return target
-
-
-def drop_after(path: Path, step: int, action_repeat: int) -> None:
-    """Keep only complete lines up to agent step `step`: a resumed run redoes what came after its
-    checkpoint, so those lines (and a torn last line) must not stay twice. Lines of an older
-    dreamerctl are rewritten with today's `step` and `frames` (rundir.read_records)."""
-    if not path.exists():
-        return
-    records = rundir.read_records(path, action_repeat)
-    kept = [r for r in records if isinstance(r.get("step"), int | float) and r["step"] <= step]
-    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))

@@ -65,8 +65,8 @@ def test_a_run_of_dreamerctl_0_1_reads_as_today(runs: list[Path], tmp_path: Path
     """Before issue 23, `step` in the JSONL files and open-loop names counted env frames (with no
     `frames` key, and eval.jsonl's agent step as `agent_step`): such a run reports the same
     series and video steps, and a resume rewrites its lines in today's form."""
+    from dreamerctl.run.prepare import drop_after
     from dreamerctl.run.report import read_run
-    from dreamerctl.run.train import drop_after
 
     old = tmp_path / runs[2].name
     shutil.copytree(runs[2], old)

@@ -18,7 +18,8 @@ def fake_run(logdir: Path, task: str, step: int, mtime: float) -> Path:
     run_dir = rundir.new_run_dir(logdir, task)
     path = run_dir / rundir.CHECKPOINT
     save_checkpoint(path, {"task": task, "step": step, "frames": step * 4, "obs_space": {},
-                           "act_space": {}, "config": {}, "agent": {}})
+                           "act_space": {"discrete": True, "size": 2}, "config": {},
+                           "agent": {}})
     os.utime(path, (mtime, mtime))
     return path
 

@@ -136,6 +136,7 @@ def test_resume_on_cuda_goes_on_with_the_gpu_random_state(tmp_path: Path) -> Non
     """The GPU's generator (imagined samples, actions) is saved and restored, so a resumed run
     does not replay the random draws its start made from the seed."""
     from dreamerctl.config import saved_config
+    from dreamerctl.run.checkpoint import Payload
     from dreamerctl.run.train import Trainer
 
     run_dir = train_from_cli("gym_CartPole-v1", ["debug"], ["run.device=cuda", "run.steps=40"],
@@ -145,7 +146,7 @@ def test_resume_on_cuda_goes_on_with_the_gpu_random_state(tmp_path: Path) -> Non
     torch.cuda.manual_seed(data["config"]["run"]["seed"])
     assert not torch.equal(saved, torch.cuda.get_rng_state()), "the GPU generator has advanced"
     trainer = Trainer("gym_CartPole-v1", saved_config(data["config"], "test"), run_dir,
-                      resume=data)
+                      resume=Payload.from_payload(data))
     trainer.build()
     try:
         assert torch.equal(torch.cuda.get_rng_state(trainer.device), saved)
