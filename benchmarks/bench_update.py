@@ -41,10 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small")
     # Shorthands for --set train.loop=..., train.imag_starts=..., run.precision=... (given
-    # before the --set ones, so an explicit --set of the same field wins, as in `train`).
-    parser.add_argument("--loop", choices=("coupled", "sample_starts"), default="coupled")
-    parser.add_argument("--imag-starts", choices=("all", "last"), default="all")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    # before the --set ones, so an explicit --set of the same field wins, as in `train`). Left
+    # out, the preset's own choice holds (the default preset's: coupled, all, fp32).
+    parser.add_argument("--loop", choices=("coupled", "sample_starts"))
+    parser.add_argument("--imag-starts", choices=("all", "last"))
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"))
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -173,8 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    shorthands = [f'train.loop="{args.loop}"', f'train.imag_starts="{args.imag_starts}"',
-                  f'run.precision="{args.precision}"']
+    given = {"train.loop": args.loop, "train.imag_starts": args.imag_starts,
+             "run.precision": args.precision}
+    shorthands = [f'{key}="{value}"' for key, value in given.items() if value is not None]
     config = build_config(None, ["dmc_vision", args.preset], [*shorthands, *args.set])
     loop, imag_starts = config.train.loop, config.train.imag_starts
     train, size = config.train, tuple(config.env.size)
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device_name": (torch.cuda.get_device_name(agent.device)
                         if agent.device.type == "cuda" else cpu_model()),
         "preset": args.preset, "loop": loop, "imag_starts": imag_starts,
-        "precision": config.run.precision, "updates": args.updates, "warmup": args.warmup,
+        "precision": agent.precision, "updates": args.updates, "warmup": args.warmup,
         "warmup_s": warmup_s,
         "batch": [train.batch_size, train.batch_length],
         "params": sum(p.numel() for p in agent.parameters() if p.requires_grad),
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "peak_gflop_s_fp32": peaks["fp32"] / 1e9,
             "peak_gflop_s_bf16": peaks["bf16"] / 1e9,
             # Against the peak of the precision the update ran in.
-            "peak_fraction": achieved / peaks[config.run.precision],
+            "peak_fraction": achieved / peaks[agent.precision],
         })
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")

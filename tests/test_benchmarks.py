@@ -71,8 +71,10 @@ def test_learn_writes_curves_and_threshold_verdicts(tmp_path: Path) -> None:
     threads = max(1, (os.cpu_count() or 1) // 2)
     assert f"({threads} threads per training process), Python" in rebuilt.read_text()
     assert "Seeds ran 2 at a time." in rebuilt.read_text()
-    # An unreachable threshold: exit 1, the section is replaced, not appended twice.
-    missed = script("learn.py", *args, "--threshold", "1000")
+    # An unreachable threshold (the same curves): exit 1, the section is replaced, not appended
+    # twice.
+    missed = script("learn.py", "gym_CartPole-v1", "--steps", "40", "--every", "20",
+                    "--threshold", "1000", "--from-jsonl", str(lines), "--write", str(results))
     assert missed.returncode == 1, missed.stderr
     text = results.read_text()
     assert text.count("<!-- learn:gym_CartPole-v1 -->") == 1

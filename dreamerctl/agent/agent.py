@@ -25,6 +25,7 @@ from dreamerctl.agent.behavior import (
     replay_value_loss,
 )
 from dreamerctl.agent.optim import Optimizer, frozen
+from dreamerctl.agent.precision import resolve_precision
 from dreamerctl.agent.rssm import State
 from dreamerctl.agent.world_model import WorldModel
 from dreamerctl.config.schema import (
@@ -116,9 +117,11 @@ class Agent(nn.Module):
     def from_config(cls, obs_space: dict[str, Space], act_space: ActSpace, config: Config,
                     device: torch.device | str = "cpu", compile: str | None = None) -> Agent:
         """The agent a resolved config describes (its model, recipe, precision and compile
-        mode; `compile` overrides the latter) for these spaces: how every caller builds one."""
+        mode; `compile` overrides the latter; run.precision `auto` is resolved for `device`)
+        for these spaces: how every caller builds one."""
+        device = torch.device(device)
         return cls(obs_space, act_space, config.world_model, config.actor_critic, config.train,
-                   device=device, precision=config.run.precision,
+                   device=device, precision=resolve_precision(config.run.precision, device),
                    compile=config.run.compile if compile is None else compile)
 
     @property

@@ -19,7 +19,10 @@ class RunConfig(Section):
     steps: int = Field(ge=0, description="Agent steps to train (env frames / action repeat).")
     seed: int = Field(ge=0)
     device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["fp32", "bf16"]
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        description="fp32, bf16 autocast, or auto: bf16 where the hardware computes in it "
+        "natively (AMX or AVX512-BF16 CPUs, bf16 GPUs), else fp32."
+    )
     threads: Literal["auto"] | int = Field(
         description="torch intra-op threads: auto (one for small models, else the usable "
         "cores) or a number."

@@ -19,8 +19,11 @@ from typing import Any
 
 log = logging.getLogger("dreamerctl")
 
-# Below this many trainable parameters one thread is as fast as several (measured on 2 cores:
-# the gym model, 0.66M, against `small`, 17.9M; RESULTS, "Threads").
+# Below this many trainable parameters, and without convolutions, one thread is as fast as
+# several (measured on 2 cores: the gym model, 0.66M, against `small`, 17.9M; RESULTS,
+# "Threads"). Convolutions over 64x64 images are long ops whatever the parameter count: the
+# 2.06M-parameter `vision_cpu` update takes 629 ms on one thread and 446 ms on two (one Xeon
+# with AMX, 2 cores, bf16).
 SMALL_MODEL = 3_000_000
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -55,21 +58,23 @@ def usable_cores(root: Path = CGROUP) -> int:
 
 
 def choose_threads(setting: str | int, params: int, processes: int = 1,
-                   cores: int | None = None) -> tuple[int, str]:
+                   cores: int | None = None, convolutional: bool = False) -> tuple[int, str]:
     """(threads, why) for `run.threads` = "auto" or a number, a model of `params` trainable
-    parameters, and `processes` processes of this job on the machine (torchrun's local ranks)."""
+    parameters (with image convolutions or not), and `processes` processes of this job on the
+    machine (torchrun's local ranks)."""
     if setting != "auto":
         return int(setting), "run.threads"
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) > 0:
         return int(omp), "auto: OMP_NUM_THREADS"
     cores = usable_cores() if cores is None else cores
-    if params < SMALL_MODEL:
+    if params < SMALL_MODEL and not convolutional:
         return 1, (f"auto: a {params / 1e6:.2f}M-parameter model is as fast on one thread and "
                    f"is not stalled by other processes")
     share = max(1, cores // max(1, processes))
     per = f" of {processes} processes" if processes > 1 else ""
-    return share, f"auto: the {cores} usable cores{per}"
+    what = "a convolutional model: " if params < SMALL_MODEL else ""
+    return share, f"auto: {what}the {cores} usable cores{per}"
 
 
 def apply_threads(setting: str | int, model: Any, processes: int = 1,
@@ -79,7 +84,9 @@ def apply_threads(setting: str | int, model: Any, processes: int = 1,
     import torch
 
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    threads, why = choose_threads(setting, params, processes)
+    convolutional = any(isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+                        for m in model.modules())
+    threads, why = choose_threads(setting, params, processes, convolutional=convolutional)
     torch.set_num_threads(threads)
     log.log(logging.DEBUG if quiet else logging.INFO, "torch threads: %d (%s)", threads, why)
     return threads

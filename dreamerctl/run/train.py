@@ -212,7 +212,8 @@ class Trainer:
         if self.device.type == "cpu" and pixels and updates >= 1000:
             log.warning("a %.1fM-parameter model learning from pixels on a CPU: the %s updates "
                         "of this run take seconds each, days in all. On a CPU, DMC tasks learn "
-                        "from vectors with --preset dmc_proprio; pixels want a GPU",
+                        "from vectors with --preset dmc_proprio, and from pixels with the "
+                        "CPU-sized --preset vision_cpu; larger pixel models want a GPU",
                         params / 1e6, f"{updates:,}")
 
     def restore(self, payload: Payload, keep_replay: bool) -> None:

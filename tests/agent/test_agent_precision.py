@@ -6,7 +6,10 @@ that slows or derails learning shows up as a gap between them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from conftest import IMAGE, OBS_KINDS, VECTOR, debug_config
 
@@ -79,3 +82,32 @@ def test_bf16_world_model_loss_curve_stays_within_tolerance_of_fp32() -> None:
     assert bf16_w[-1] < 0.6 * bf16_w[0], bf16_w
     gap = np.abs(bf16_w - fp32_w) / fp32_w
     assert gap.max() <= TOLERANCE, (gap.round(3), fp32_w.round(3), bf16_w.round(3))
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_in_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """run.precision = auto: bf16 on a CPU with AMX or AVX512-BF16 (read from its flags), fp32
+    on one without, and the log says which and why; a real `auto` agent is built either way."""
+    import logging
+
+    from dreamerctl.agent import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    cpu = torch.device("cpu")
+    cases = [("flags\t\t: fpu avx2 avx512f avx512bw amx_tile amx_bf16\n", "bf16", "amx_bf16"),
+             ("flags\t\t: fpu avx2 avx512f avx512_bf16\n", "bf16", "avx512_bf16"),
+             ("flags\t\t: fpu sse2 avx2 fma\n", "fp32", "neither")]
+    for flags, expected, why in cases:
+        cpuinfo.write_text("processor\t: 0\n" + flags)
+        with caplog.at_level(logging.INFO, logger="dreamerctl"):
+            caplog.clear()
+            assert precision.resolve_precision("auto", cpu) == expected
+        assert f"run.precision auto: {expected}" in caplog.text and why in caplog.text
+        config = debug_config('run.precision="auto"')
+        agent = Agent.from_config(OBS_KINDS["vector"], ActSpace(True, 3), config)
+        assert agent.precision == expected
+    cpuinfo.unlink()
+    assert precision.resolve_precision("auto", cpu) == "fp32"  # no flags to read: fp32
+    assert precision.resolve_precision("bf16", cpu) == "bf16"  # the explicit choices stay
+    assert precision.resolve_precision("fp32", cpu) == "fp32"

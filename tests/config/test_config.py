@@ -12,7 +12,7 @@ from dreamerctl.config.loader import config_to_dict, parse_override, saved_confi
 from dreamerctl.errors import UsageError
 
 SHIPPED = {"default", "atari", "dmc_vision", "dmc_proprio", "gym", "small", "medium", "large",
-           "xlarge", "debug", "atari100k", "dmc_vision_500k"}
+           "xlarge", "debug", "atari100k", "dmc_vision_500k", "vision_cpu"}
 
 
 def test_shipped_presets_exist_and_validate() -> None:
@@ -33,6 +33,19 @@ def test_gpu_recipes_have_the_papers_data_budget(task: str, recipe: str, frames:
     assert config.train.train_ratio == ratio
     assert config.world_model.deter == 512 and config.world_model.cnn_depth == 32
     assert config.env.obs_keys == ["image"]
+
+
+@pytest.mark.parametrize(("task", "repeat"), [("dmc_cartpole_balance", 2), ("atari_pong", 4)])
+def test_vision_cpu_is_the_cpu_recipe_over_either_pixel_suite(task: str, repeat: int) -> None:
+    """vision_cpu keeps the suite's pixels and action repeat and brings the gym/dmc_proprio
+    recipe (README, RESULTS "Learning from pixels on a CPU") with a depth-16 CNN."""
+    config = build_config(task, ["vision_cpu"])
+    assert config.env.obs_keys == ["image"] and config.env.action_repeat == repeat
+    wm, ac, train = config.world_model, config.actor_critic, config.train
+    assert (wm.deter, wm.units, wm.stoch, wm.classes, wm.cnn_depth) == (128, 128, 16, 16, 16)
+    assert (train.batch_size, train.batch_length, train.train_ratio) == (16, 32, 512)
+    assert train.imag_starts == "last" and (ac.critic_lr, ac.actor_lr) == (3e-4, 1e-4)
+    assert config.run.precision == "auto" and config.run.prefill == 1024
 
 
 def test_contract_field_names_exist() -> None:

@@ -20,6 +20,9 @@ def no_omp(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_gives_small_models_one_thread_and_large_ones_the_cores() -> None:
     assert choose_threads("auto", 660_000, cores=8)[0] == 1
+    # A small model with image convolutions (vision_cpu, 2.06M) has long ops: every core.
+    threads, why = choose_threads("auto", 2_060_000, cores=8, convolutional=True)
+    assert threads == 8 and "convolutional" in why
     threads, why = choose_threads("auto", SMALL_MODEL, cores=8)
     assert threads == 8 and "8 usable cores" in why
     # torchrun's local ranks share the cores; never fewer than one each.
@@ -82,5 +85,21 @@ def test_training_applies_and_logs_the_choice(tmp_path: Path,
                            ["run.steps=5", 'run.device="cpu"', "run.threads=2"], tmp_path, None)
         assert torch.get_num_threads() == 2
         assert "torch threads: 2 (run.threads)" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_apply_threads_counts_convolutions_as_long_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from dreamerctl.run import threads as module
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(module, "usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        assert module.apply_threads("auto", torch.nn.Linear(4, 4), quiet=True) == 1
+        assert module.apply_threads("auto", torch.nn.Conv2d(3, 4, 4), quiet=True) == 2
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
