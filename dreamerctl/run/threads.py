@@ -22,7 +22,7 @@ log = logging.getLogger("dreamerctl")
 # Below this many trainable parameters, and without convolutions, one thread is as fast as
 # several (measured on 2 cores: the gym model, 0.66M, against `small`, 17.9M; RESULTS,
 # "Threads"). Convolutions over 64x64 images are long ops whatever the parameter count: the
-# 2.06M-parameter `vision_cpu` update takes 629 ms on one thread and 446 ms on two (one Xeon
+# 2M-parameter `vision_cpu` update takes 629 ms on one thread and 446 ms on two (one Xeon
 # with AMX, 2 cores, bf16).
 SMALL_MODEL = 3_000_000
 CGROUP = Path("/sys/fs/cgroup")

@@ -20,7 +20,7 @@ def no_omp(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_gives_small_models_one_thread_and_large_ones_the_cores() -> None:
     assert choose_threads("auto", 660_000, cores=8)[0] == 1
-    # A small model with image convolutions (vision_cpu, 2.06M) has long ops: every core.
+    # A small model with image convolutions (vision_cpu, 2M) has long ops: every core.
     threads, why = choose_threads("auto", 2_060_000, cores=8, convolutional=True)
     assert threads == 8 and "convolutional" in why
     threads, why = choose_threads("auto", SMALL_MODEL, cores=8)
