@@ -19,12 +19,14 @@ from typing import Any
 
 log = logging.getLogger("dreamerctl")
 
-# Below this many trainable parameters, and without convolutions, one thread is as fast as
-# several (measured on 2 cores: the gym model, 0.66M, against `small`, 17.9M; RESULTS,
-# "Threads"). Convolutions over 64x64 images are long ops whatever the parameter count: the
-# 2M-parameter `vision_cpu` update takes 629 ms on one thread and 446 ms on two (one Xeon
-# with AMX, 2 cores, bf16).
+# Below this many trainable parameters one thread is as fast as several (measured on 2 cores:
+# the gym model, 0.66M, against `small`, 17.9M; RESULTS, "Threads").
 SMALL_MODEL = 3_000_000
+# Convolutions over batches of 64x64 images are longer ops than a vector model's of the same
+# size: the ~2M-parameter `vision_cpu` update takes 629 ms on one thread and 446 ms on two
+# (one Xeon with AMX, 2 cores, bf16, alone). The debug preset's 0.1M pixel model is not: beside
+# two busy processes its 200-step Pong run took 232 s on two threads and 19 s on one.
+SMALL_CONV_MODEL = 500_000
 CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -68,12 +70,13 @@ def choose_threads(setting: str | int, params: int, processes: int = 1,
     if omp.isdigit() and int(omp) > 0:
         return int(omp), "auto: OMP_NUM_THREADS"
     cores = usable_cores() if cores is None else cores
-    if params < SMALL_MODEL and not convolutional:
+    if params < (SMALL_CONV_MODEL if convolutional else SMALL_MODEL):
         return 1, (f"auto: a {params / 1e6:.2f}M-parameter model is as fast on one thread and "
                    f"is not stalled by other processes")
     share = max(1, cores // max(1, processes))
     per = f" of {processes} processes" if processes > 1 else ""
-    what = "a convolutional model: " if params < SMALL_MODEL else ""
+    what = f"a {params / 1e6:.2f}M-parameter convolutional model: " \
+        if params < SMALL_MODEL else ""
     return share, f"auto: {what}the {cores} usable cores{per}"
 
 

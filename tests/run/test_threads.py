@@ -20,9 +20,11 @@ def no_omp(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_gives_small_models_one_thread_and_large_ones_the_cores() -> None:
     assert choose_threads("auto", 660_000, cores=8)[0] == 1
-    # A small model with image convolutions (vision_cpu, 2M) has long ops: every core.
+    # A small model with image convolutions (vision_cpu, 2M) has long ops: every core; a tiny
+    # one (the debug preset's) does not.
     threads, why = choose_threads("auto", 2_060_000, cores=8, convolutional=True)
     assert threads == 8 and "convolutional" in why
+    assert choose_threads("auto", 100_000, cores=8, convolutional=True)[0] == 1
     threads, why = choose_threads("auto", SMALL_MODEL, cores=8)
     assert threads == 8 and "8 usable cores" in why
     # torchrun's local ranks share the cores; never fewer than one each.
@@ -99,7 +101,8 @@ def test_apply_threads_counts_convolutions_as_long_ops(monkeypatch: pytest.Monke
     before = torch.get_num_threads()
     try:
         assert module.apply_threads("auto", torch.nn.Linear(4, 4), quiet=True) == 1
-        assert module.apply_threads("auto", torch.nn.Conv2d(3, 4, 4), quiet=True) == 2
+        assert module.apply_threads("auto", torch.nn.Conv2d(3, 4, 4), quiet=True) == 1  # tiny
+        assert module.apply_threads("auto", torch.nn.Conv2d(256, 256, 4), quiet=True) == 2  # 1.05M
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
