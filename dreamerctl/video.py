@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -118,7 +118,7 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray] | np.ndarray, fps: float)
         return writer.commit(path)
 
 
-def iter_frames(path: Path) -> Iterator[np.ndarray]:
+def iter_frames(path: Path) -> Generator[np.ndarray, None, None]:
     """Decode an MP4 (or any video ffmpeg reads) frame by frame: uint8 (H, W, 3) each."""
     path = Path(path)
     if not path.is_file():
@@ -177,16 +177,31 @@ def even_frame(frame: np.ndarray) -> np.ndarray:
 
 
 def mp4_to_gif(src: Path, dst: Path, stride: int = 2, fps: float = 15,
-               width: int | None = None) -> int:
-    """Write every `stride`-th frame of `src` as a GIF that loops forever; returns its frames.
+               width: int | None = None, start: int = 0, max_frames: int | None = None) -> int:
+    """Write every `stride`-th frame of `src` from frame `start` on, at most `max_frames` of
+    them, as a GIF that loops forever; returns its frames.
 
+    Frames are decoded one at a time and kept only as 1-byte palette images until the GIF is
+    written (Pillow writes a GIF in one go), so `max_frames` bounds the memory of a long episode.
     `width` resizes keeping the aspect ratio. GIF delays are whole centiseconds, so the frame
     duration is 1/fps rounded to 10 ms, and at least 20 ms: browsers play shorter delays as 100.
     """
-    if stride < 1 or fps <= 0:
-        raise ValueError("stride must be >= 1 and fps > 0")
-    images = [to_gif_image(frame, width)
-              for i, frame in enumerate(iter_frames(src)) if i % stride == 0]
+    if stride < 1 or fps <= 0 or start < 0 or (max_frames is not None and max_frames < 1):
+        raise ValueError("stride and max_frames must be >= 1, start >= 0 and fps > 0")
+    images: list[Image.Image] = []
+    frames = iter_frames(src)
+    seen = 0
+    try:
+        for seen, frame in enumerate(frames, 1):
+            index = seen - 1 - start
+            if index >= 0 and index % stride == 0:
+                images.append(to_gif_image(frame, width))
+                if max_frames is not None and len(images) >= max_frames:
+                    break
+    finally:
+        frames.close()
+    if not images:
+        raise UsageError(f"--start {start} is past the end of {src} ({seen} frames)")
     dst = Path(dst)
     with atomic_path(dst) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], loop=0,
@@ -205,7 +220,8 @@ def to_gif_image(frame: np.ndarray, width: int | None) -> Image.Image:
 
 
 def gif_from_cli(inputs: list[Path], output: Path | None, stride: int, fps: float,
-                 width: int | None, overwrite: bool) -> list[Path]:
+                 width: int | None, overwrite: bool, start: int = 0,
+                 max_frames: int | None = None) -> list[Path]:
     """`dreamerctl gif`: convert MP4 files and folders of them; returns the GIF paths."""
     videos = collect_videos(inputs)
     targets = gif_targets(videos, output)
@@ -219,7 +235,8 @@ def gif_from_cli(inputs: list[Path], output: Path | None, stride: int, fps: floa
         task = progress.add_task("gif", total=len(videos))
         for video, target in zip(videos, targets, strict=True):
             progress.update(task, description=video.name)
-            mp4_to_gif(video, target, stride=stride, fps=fps, width=width)
+            mp4_to_gif(video, target, stride=stride, fps=fps, width=width, start=start,
+                       max_frames=max_frames)
             progress.advance(task)
     return targets
 

@@ -158,6 +158,27 @@ def test_mp4_to_gif_keeps_the_right_frames(tmp_path: Path, clip: Path) -> None:
     assert np.allclose(blues, [40, 90, 140], atol=6), blues
 
 
+def blues_of(gif: Path) -> list[int]:
+    with Image.open(gif) as image:
+        out = []
+        for i in range(image.n_frames):
+            image.seek(i)
+            out.append(int(np.asarray(image.convert("RGB"))[16, 32, 2]))
+    return out
+
+
+def test_mp4_to_gif_clips_with_start_and_max_frames(tmp_path: Path, clip: Path) -> None:
+    """--start skips source frames, --max-frames caps the GIF (the clip's frame i has blue
+    40 + 10 i); a start past the end is one usage error naming the video's length."""
+    dst = tmp_path / "clip.gif"
+    assert mp4_to_gif(clip, dst, stride=2, start=3, max_frames=3) == 3
+    assert np.allclose(blues_of(dst), [70, 90, 110], atol=6), blues_of(dst)  # frames 3, 5, 7
+    assert mp4_to_gif(clip, dst, stride=1, start=10) == 2  # frames 10 and 11: the end
+    with pytest.raises(UsageError, match=r"--start 12 is past the end of .* \(12 frames\)"):
+        mp4_to_gif(clip, tmp_path / "none.gif", start=12)
+    assert listing(tmp_path) == ["clip.gif"]
+
+
 def test_mp4_to_gif_resizes_keeping_aspect(tmp_path: Path, clip: Path) -> None:
     dst = tmp_path / "small.gif"
     mp4_to_gif(clip, dst, stride=4, fps=15, width=32)

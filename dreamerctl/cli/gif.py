@@ -18,11 +18,17 @@ def gif(
     stride: int = typer.Option(2, "--stride", min=1, help="Keep every stride-th frame."),
     fps: float = typer.Option(15, "--fps", min=0.1, help="GIF frames per second."),
     width: int | None = typer.Option(None, "--width", min=2, help="Resize to this width."),
+    start: int = typer.Option(0, "--start", min=0, metavar="N",
+                              help="Skip the video's first N frames."),
+    max_frames: int | None = typer.Option(
+        None, "--max-frames", min=1, metavar="N",
+        help="At most N GIF frames (a clip of a long episode; bounds the memory used).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing GIFs."),
 ) -> None:
     """Convert MP4s to GIFs, keeping every --stride-th frame; prints each GIF's path."""
     from dreamerctl.video import gif_from_cli
 
     for path in gif_from_cli(inputs, output=output, stride=stride, fps=fps, width=width,
-                             overwrite=overwrite):
+                             overwrite=overwrite, start=start, max_frames=max_frames):
         print_line(path)

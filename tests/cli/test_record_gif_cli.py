@@ -47,6 +47,12 @@ def test_record_then_gif(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [str(p) for p in expected]
     for row, gif in zip(rows, expected, strict=True):
         assert gif_frames(gif) == math.ceil((row["length"] + 1) / 3)
+    # ... clips a long episode with --start and --max-frames ...
+    clip = tmp_path / "clip.gif"
+    result = run_cli("gif", rows[0]["path"], "--stride", "1", "--start", "2", "--max-frames",
+                     "4", "--output", str(clip))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(clip)] and gif_frames(clip) == 4
     # ... and replaces them with --overwrite.
     result = run_cli("gif", str(videos), "--stride", "3", "--overwrite", "--width", "150")
     assert result.returncode == 0, result.stderr
