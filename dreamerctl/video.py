@@ -335,20 +335,65 @@ def add_borders(tiles: np.ndarray, context: int) -> np.ndarray:
     return out
 
 
-def side_by_side(frames: list[np.ndarray], height: int) -> np.ndarray:
-    """Resize each frame to `height` (keeping aspect) and join them with 4 px dark separators.
+def side_by_side(frames: list[np.ndarray], height: int,
+                 labels: list[str] | None = None) -> np.ndarray:
+    """Resize each frame to `height` (keeping aspect) and join them with 4 px dark separators;
+    with `labels`, each part carries its label in its top-left corner.
 
     frames: uint8 (H_i, W_i, 3) or (H_i, W_i) greyscale. Upscaling uses nearest neighbour, so a
     64x64 agent input stays crisp next to a full-resolution render. Returns (height, W, 3).
     """
     if not frames:
         raise ValueError("side_by_side needs at least one frame")
+    if labels is not None and len(labels) != len(frames):
+        raise ValueError(f"{len(labels)} labels for {len(frames)} frames")
     parts: list[np.ndarray] = []
     for i, frame in enumerate(frames):
         if i:
             parts.append(np.full((height, SEPARATOR, 3), SEPARATOR_COLOR, np.uint8))
-        parts.append(resize_height(as_rgb(frame), height))
+        part = resize_height(as_rgb(frame), height)
+        parts.append(label(part, labels[i]) if labels else part)
     return np.concatenate(parts, axis=1)
+
+
+def text_font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font where FreeType is there
+    except (ImportError, OSError, TypeError):
+        return ImageFont.load_default()
+
+
+def label(frame: np.ndarray, text: str) -> np.ndarray:
+    """A copy of the uint8 (H, W, 3) `frame` with `text` in white on a dark box at its top
+    left, sized to the frame (about a 25th of its height, at least 10 px)."""
+    from PIL import ImageDraw
+
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    draw = ImageDraw.Draw(image)
+    font = text_font(max(10, frame.shape[0] // 25))
+    right, bottom = draw.textbbox((4, 3), text, font=font)[2:]
+    draw.rectangle((0, 0, right + 4, bottom + 3), fill=SEPARATOR_COLOR)
+    draw.text((4, 3), text, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def label_rows(frames: np.ndarray, labels: list[str], width: int = 44) -> np.ndarray:
+    """(T, H, W, 3) frames of len(labels) equal rows (as openloop_grid's) -> (T, H, width + W,
+    3): a dark column on the left naming each row."""
+    from PIL import ImageDraw
+
+    t, h = frames.shape[:2]
+    column = Image.new("RGB", (width, h), SEPARATOR_COLOR)
+    draw = ImageDraw.Draw(column)
+    font = text_font(11)
+    band = h / len(labels)
+    for i, text in enumerate(labels):
+        draw.text((width / 2, band * (i + 0.5)), text, fill=(255, 255, 255), font=font,
+                  anchor="mm")
+    strip = np.broadcast_to(np.asarray(column), (t, h, width, 3))
+    return np.concatenate([strip, frames], axis=2)
 
 
 def as_rgb(frame: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from dreamerctl.video import (
     OPENLOOP_COLOR,
     SEPARATOR_COLOR,
     gif_from_cli,
+    label_rows,
     mp4_to_gif,
     openloop_grid,
     read_frames,
@@ -291,6 +292,30 @@ def test_openloop_grid_error_extremes_and_shape_check() -> None:
     assert grid[0, 2 * 6 + 2, 2, 0] == 0  # 128 - 127.5 rounds down to 0
     with pytest.raises(ValueError, match="N, T, H, W, 3"):
         openloop_grid(true, pred[:, :, :1], context=0)
+
+
+def test_label_rows_names_each_row_in_a_column_on_the_left() -> None:
+    grid = np.full((2, 3 * 68, 136, 3), 128, np.uint8)
+    out = label_rows(grid, ["true", "model", "error"])
+    assert out.shape == (2, 3 * 68, 44 + 136, 3)
+    assert (out[:, :, 44:] == 128).all()  # the grid is untouched
+    column = out[0, :, :44].max(axis=-1)
+    for row in range(3):  # white text in each row's band, dark elsewhere
+        band = column[row * 68:(row + 1) * 68]
+        assert (band > 200).sum() > 10 and (band < 60).mean() > 0.6, row
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_side_by_side_labels_each_part() -> None:
+    frames = [np.full((200, 100, 3), 100, np.uint8), np.full((64, 64, 3), 100, np.uint8)]
+    plain = side_by_side(frames, height=200)
+    labelled = side_by_side(frames, height=200, labels=["env", "agent input 64x64"])
+    assert labelled.shape == plain.shape
+    changed = np.argwhere((labelled != plain).any(axis=-1))
+    assert changed[:, 0].max() < 20  # only the label boxes at the top changed
+    assert set(changed[:, 1] < 100) == {True, False}  # in both parts
+    with pytest.raises(ValueError, match="2 labels for 1 frames"):
+        side_by_side(frames[:1], height=200, labels=["a", "b"])
 
 
 def test_side_by_side_heights_separators_and_nearest() -> None:

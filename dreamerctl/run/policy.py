@@ -33,7 +33,7 @@ class RandomPolicy:
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         return self.act_space.sample(self.rng)
 
-    def panel(self) -> list[np.ndarray] | None:
+    def panel(self) -> list[tuple[str, np.ndarray]] | None:
         return None
 
 
@@ -141,13 +141,17 @@ class AgentActor:
         self.last_obs = obs
         return action[0]
 
-    def panel(self) -> list[np.ndarray] | None:
+    def panel(self) -> list[tuple[str, np.ndarray]] | None:
+        """(label, image) pairs shown beside the frame: what the agent sees, and what its world
+        model makes of it."""
         if not self.with_model or self.last_obs is None or "image" not in self.last_obs:
             return None
+        seen = np.asarray(self.last_obs["image"])
+        size = "x".join(map(str, seen.shape[:2]))
         recon = self.agent.reconstruct(self.state)
         if recon is None:
-            return [np.asarray(self.last_obs["image"])]
-        return [np.asarray(self.last_obs["image"]), recon[0]]
+            return [(f"agent input {size}", seen)]
+        return [(f"agent input {size}", seen), ("model reconstruction", recon[0])]
 
 
 def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode: str,

@@ -33,8 +33,9 @@ class Actor(Protocol):
     def act(self, obs: Obs) -> np.ndarray:
         """One env's step dict -> one action of the env's act_space (float32 (A,))."""
 
-    def panel(self) -> list[np.ndarray] | None:
-        """uint8 (H, W, 3) images about the last `act` call (e.g. the 64x64 input), or None."""
+    def panel(self) -> list[tuple[str, np.ndarray]] | None:
+        """(label, uint8 (H, W, 3) image) pairs about the last `act` call (e.g. the 64x64
+        input), or None."""
 
 
 def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: int,
@@ -103,11 +104,13 @@ def batched(obs: Obs) -> dict[str, np.ndarray]:
     return {key: np.asarray(value)[None] for key, value in obs.items()}
 
 
-def compose(frame: np.ndarray, panel: list[np.ndarray] | None) -> np.ndarray:
-    """The frame alone, or the frame with the actor's panels beside it at the frame's height."""
+def compose(frame: np.ndarray, panel: list[tuple[str, np.ndarray]] | None) -> np.ndarray:
+    """The frame alone, or the frame with the actor's panels beside it at the frame's height,
+    each part labelled."""
     if not panel:
         return frame
-    return side_by_side([frame, *panel], height=frame.shape[0])
+    return side_by_side([frame, *(image for _, image in panel)], height=frame.shape[0],
+                        labels=["env", *(name for name, _ in panel)])
 
 
 def existing_outputs(output: Path) -> list[Path]:

@@ -503,7 +503,7 @@ class Trainer:
 
     def report(self) -> None:
         """The open-loop video of SPEC §5: true / predicted / error rows (rank 0's replay)."""
-        from dreamerctl.video import openloop_grid, write_mp4
+        from dreamerctl.video import label_rows, openloop_grid, write_mp4
 
         if not self.world.main or not self.replay.ready or "image" not in self.envs.obs_space:
             return
@@ -514,6 +514,7 @@ class Trainer:
             return
         folder = self.run_dir / "openloop"
         folder.mkdir(exist_ok=True)
-        frames = openloop_grid(result[0], result[1], context)
+        frames = label_rows(openloop_grid(result[0], result[1], context),
+                            ["true", "model", "error"])
         write_mp4(folder / f"openloop_{self.step}.mp4", frames, fps=10)
         self.events.video("openloop", frames, self.frames, fps=10)

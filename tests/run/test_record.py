@@ -135,8 +135,8 @@ class PanelActor:
         self.calls += 1
         return np.eye(self.act_space.size, dtype=np.float32)[0]
 
-    def panel(self) -> list[np.ndarray] | None:
-        return [np.full((64, 64, 3), (30, 90, 220), np.uint8)]
+    def panel(self) -> list[tuple[str, np.ndarray]] | None:
+        return [("solid", np.full((64, 64, 3), (30, 90, 220), np.uint8))]
 
 
 def test_panel_is_shown_beside_the_frame(tmp_path: Path) -> None:
@@ -153,8 +153,12 @@ def test_panel_is_shown_beside_the_frame(tmp_path: Path) -> None:
     frames = read_frames(Path(row["path"]))
     # 600 px render, 4 px separator, the panel scaled from 64 to 400 px high (400 wide).
     assert frames.shape == (row["length"] + 1, 400, 1004, 3)
-    panel = frames[:, 20:-20, 624:-20].reshape(-1, 3).mean(axis=0)
+    panel = frames[:, 40:-20, 624:-20].reshape(-1, 3).mean(axis=0)
     assert np.allclose(panel, (30, 90, 220), atol=6), panel
+    # Each part is labelled in its top-left corner: white text on a dark box ("env", "solid").
+    for left in (0, 604):
+        box = frames[:, 1:20, left + 1:left + 30].astype(int)
+        assert (box.max(axis=-1) > 200).any() and (box.max(axis=-1) < 60).mean() > 0.5, left
     separator = frames[:, 20:-20, 601:603].reshape(-1, 3).mean(axis=0)
     assert np.allclose(separator, SEPARATOR_COLOR, atol=10), separator
 

@@ -87,9 +87,9 @@ def test_atari_debug_run_with_openloop_video(tmp_path: Path) -> None:
     assert [v.name for v in videos] == ["openloop_60.mp4", "openloop_80.mp4"]  # agent steps
     frames = read_frames(videos[-1])
     assert frames.shape[0] == 8  # batch_length
-    # three stacked rows (true / predicted / error) of 64x64 tiles with borders, 2 sequences
-    assert frames.shape[1] % 3 == 0 and frames.shape[1] >= 3 * 64
-    assert frames.shape[2] >= 2 * 64
+    # three stacked rows (true / predicted / error) of 64x64 tiles with 2 px borders, 2
+    # sequences, after a 44 px column naming the rows
+    assert frames.shape[1:] == (3 * 68, 44 + 2 * 68, 3)
 
 
 def test_dmc_debug_run(tmp_path: Path) -> None:
