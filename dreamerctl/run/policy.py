@@ -154,21 +154,19 @@ class AgentActor:
         return [(f"agent input {size}", seen), ("model reconstruction", recon[0])]
 
 
-def load_actor(checkpoint: str, logdir: Path, task: str | None, seed: int, mode: str,
-               device: str, with_model: bool) -> tuple[Any, str, EnvConfig, Path]:
-    """The actor, task, env config and checkpoint path for `record` with a checkpoint
-    ('latest' or a path)."""
+def load_actor(path: Path, task: str | None, seed: int, mode: str, device: str,
+               with_model: bool) -> tuple[Any, str, EnvConfig]:
+    """The actor, task and env config for `record` with the checkpoint at `path`."""
     import torch
 
     check_mode(mode)
-    path = rundir.resolve_checkpoint(checkpoint, logdir, task=task)
     loaded = load_agent(path, device)
     if with_model and "image" not in loaded.obs_space:
         raise UsageError(f"--with-model shows the world model's view of image observations, "
                          f"but {path} sees only vectors: leave --with-model out")
     chosen, env_cfg = task_and_env(loaded, task)
     torch.manual_seed(seed)
-    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg, path
+    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg
 
 
 def random_agent_setup(checkpoint: str, logdir: Path,

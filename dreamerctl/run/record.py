@@ -168,17 +168,17 @@ def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episo
         raise UsageError("--with-model needs a checkpoint: there is no model with --checkpoint "
                          "none" if checkpoint == "none" else
                          "--with-model needs the checkpoint's agent, not --random-agent")
-    # Fail on the output before loading a checkpoint or starting a simulator.
+    # The checkpoint is found first (a misspelled one is named as such, whatever the output
+    # holds), then the output is checked, before a model is loaded or a simulator started.
+    path = None if random_agent else rundir.resolve_checkpoint(checkpoint, logdir, task=task)
     check_output(output, overwrite)
     actor: Actor | None = None
-    path: Path | None = None
     if random_agent:
         task, env_cfg, _ = random_agent_setup(checkpoint, logdir, task)
     else:
-        actor, task, env_cfg, path = load_actor(
-            checkpoint=checkpoint, logdir=logdir, task=task, seed=seed, mode=mode,
-            device=device, with_model=with_model,
-        )
+        assert path is not None
+        actor, task, env_cfg = load_actor(path, task=task, seed=seed, mode=mode, device=device,
+                                          with_model=with_model)
     env = make_env(task, env_cfg, seed)
     try:
         actor = actor if actor is not None else RandomPolicy(env.act_space, seed)

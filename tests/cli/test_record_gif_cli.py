@@ -71,6 +71,10 @@ def test_record_refuses_to_overwrite(tmp_path: Path) -> None:
     assert_one_error(result, 2, "already exists; pass --overwrite")
     assert result.stdout == ""
     assert sorted(p.name for p in videos.iterdir()) == before
+    # A misspelled checkpoint is named as such, not hidden behind the taken output folder.
+    missing = tmp_path / "no_such_checkpoint.pt"
+    result = run_cli("record", "--checkpoint", str(missing), "--output", str(videos))
+    assert_one_error(result, 1, f"checkpoint not found: {missing}")
     result = run_cli(*RECORD, "--output", str(videos), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
