@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dreamerctl.fsutil import atomic_write_text
+
 
 @dataclass
 class Point:
@@ -80,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "printed: resume each run after its last evaluated point")
     parser.add_argument("--write", type=Path, help="markdown file whose section to replace")
     parser.add_argument("--note", default="", help="a line written under the section title")
+    parser.add_argument("--section", help="the section's name in --write's file (default: the "
+                        "task; another name keeps a task's tables of different recipes apart)")
     return parser.parse_args(argv)
 
 
@@ -175,7 +179,7 @@ def machine(threads: int) -> str:
 
 def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
     extra = " ".join([*(f"--preset {p}" for p in args.preset), *(f"--set {s}" for s in args.set)])
-    lines = [f"### `{args.task}`", ""]
+    lines = [f"### `{args.task}`" + (f" ({args.section})" if args.section else ""), ""]
     if args.note:
         lines += [args.note, ""]
     parallel = f" Seeds ran {args.parallel} at a time." if args.parallel > 1 else ""
@@ -232,9 +236,7 @@ def write_section(path: Path, task: str, body: str) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 lambda seed: run_seed(args, seed, threads, earlier.get(seed)), args.seeds))
     body = markdown(args, curves)
     if args.write:
-        write_section(args.write, args.task, body)
+        write_section(args.write, args.section or args.task, body)
     print(body, file=sys.stderr)
     met = [c.reached(args.threshold, args.minutes) for c in curves]
     return 0 if all(point is not None for point in met) else 1

@@ -71,6 +71,14 @@ def test_learn_writes_curves_and_threshold_verdicts(tmp_path: Path) -> None:
     threads = max(1, (os.cpu_count() or 1) // 2)
     assert f"({threads} threads per training process), Python" in rebuilt.read_text()
     assert "Seeds ran 2 at a time." in rebuilt.read_text()
+    # --section keeps a second recipe's table of the same task apart from the first.
+    other = script("learn.py", "gym_CartPole-v1", "--steps", "40", "--every", "20",
+                   "--threshold", "0", "--from-jsonl", str(lines), "--write", str(rebuilt),
+                   "--section", "pixels")
+    assert other.returncode == 0, other.stderr
+    text = rebuilt.read_text()
+    assert "<!-- learn:gym_CartPole-v1 -->" in text and "<!-- learn:pixels -->" in text
+    assert "### `gym_CartPole-v1` (pixels)" in text
     # An unreachable threshold (the same curves): exit 1, the section is replaced, not appended
     # twice.
     missed = script("learn.py", "gym_CartPole-v1", "--steps", "40", "--every", "20",
