@@ -12,11 +12,15 @@ import pickle
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dreamerctl.errors import RunError
 from dreamerctl.fsutil import atomic_write
 from dreamerctl.spaces import ActSpace, Space
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 FORMAT = "dreamerctl-checkpoint"
 VERSION = 1
@@ -194,7 +198,7 @@ def read_meta(path: Path) -> Payload:
     return read_payload(path, mmap=True)
 
 
-def capture_rng(device: Any, generator: Any) -> dict[str, Any]:
+def capture_rng(device: torch.device, generator: np.random.Generator) -> dict[str, Any]:
     """The random states that drive training: torch's (and, on a GPU, that device's), the
     runner's numpy generator and Python's."""
     import random
@@ -208,7 +212,8 @@ def capture_rng(device: Any, generator: Any) -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any], device: Any, generator: Any) -> None:
+def restore_rng(state: dict[str, Any], device: torch.device,
+                generator: np.random.Generator) -> None:
     """Restore `capture_rng()`; a GPU state is restored only on a GPU (a run moved between
     devices goes on with that device's seeded generator)."""
     import random

@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.behavior import Behavior
+from dreamerctl.agent.distributions import BoundedNormal
 from dreamerctl.agent.maths import lambda_return
 from dreamerctl.errors import RunError
 from dreamerctl.replay.chunks import list_chunks, read_chunk
@@ -80,7 +82,7 @@ def episodes(data: dict[str, np.ndarray]) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def value_report(agent: Any, data: dict[str, np.ndarray], count: int) -> list[dict[str, Any]]:
+def value_report(agent: Agent, data: dict[str, np.ndarray], count: int) -> list[dict[str, Any]]:
     gamma = agent.behavior.discount
     out = []
     for first, end in episodes(data)[-count:]:
@@ -102,7 +104,7 @@ def value_report(agent: Any, data: dict[str, np.ndarray], count: int) -> list[di
     return out
 
 
-def last_states(agent: Any, data: dict[str, np.ndarray], last: int) -> tuple[dict, torch.Tensor]:
+def last_states(agent: Agent, data: dict[str, np.ndarray], last: int) -> tuple[dict, torch.Tensor]:
     """The last `last` replayed steps as one sequence, and their posterior features (1, T, F)."""
     n = len(data["reward"])
     ep = window(data, np.arange(max(0, n - last), n)[None])
@@ -111,7 +113,7 @@ def last_states(agent: Any, data: dict[str, np.ndarray], last: int) -> tuple[dic
 
 
 @torch.no_grad()
-def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
+def policy_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
     ep, feat = last_states(agent, data, last)
     dist = agent.behavior.policy(feat)
     quantiles = [0.0, 0.1, 0.5, 0.9, 1.0]
@@ -121,6 +123,7 @@ def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[st
         out["entropy"] = rounded(np.quantile(dist.entropy()[0].cpu().numpy(), quantiles))
         out["action_share"] = rounded(action.mean(0))
     else:
+        assert isinstance(dist, BoundedNormal)
         loc, std = dist.loc[0].cpu().numpy(), dist.std[0].cpu().numpy()
         out["mean"] = rounded(np.quantile(loc, quantiles, axis=0).T, 2)
         out["std"] = rounded(np.quantile(std, quantiles, axis=0).T, 2)
@@ -129,7 +132,7 @@ def policy_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[st
 
 
 @torch.no_grad()
-def reward_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
+def reward_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
     ep, feat = last_states(agent, data, last)
     pred = agent.wm.reward(feat).mean()[0].cpu().numpy().astype(np.float64)
     # The reward that came with a reset observation is 0 by convention, not an outcome.
@@ -148,7 +151,7 @@ def reward_report(agent: Any, data: dict[str, np.ndarray], last: int) -> dict[st
 
 
 @torch.no_grad()
-def model_report(agent: Any, data: dict[str, np.ndarray], context: int, horizon: int,
+def model_report(agent: Agent, data: dict[str, np.ndarray], context: int, horizon: int,
                  windows: int, rng: np.random.Generator) -> dict[str, Any]:
     """Open-loop errors at 1, 5 and `horizon` steps, windows not crossing an episode start."""
     length = context + horizon
@@ -205,7 +208,7 @@ class FirstThen:
         return self.behavior.policy(feat.detach()).sample()
 
 
-def gradient_report(agent: Any, data: dict[str, np.ndarray], samples: int,
+def gradient_report(agent: Agent, data: dict[str, np.ndarray], samples: int,
                     rng: np.random.Generator) -> dict[str, Any] | None:
     """d R_0 / d a_0 at 8 replayed states (the "dynamics" actor gradient's signal)."""
     behavior: Behavior = agent.behavior

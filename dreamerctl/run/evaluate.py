@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dreamerctl.config import EnvConfig
 from dreamerctl.errors import UsageError
 from dreamerctl.run import rundir
 from dreamerctl.run.policy import (
@@ -18,6 +19,9 @@ from dreamerctl.run.policy import (
 )
 from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker
+
+if TYPE_CHECKING:
+    from dreamerctl.agent.agent import Agent
 
 
 def bootstrap_ci(scores: np.ndarray, seed: int, samples: int = 10_000,
@@ -43,7 +47,7 @@ def summarize(scores: list[float], lengths: list[int], seed: int) -> dict[str, A
     }
 
 
-def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed: int,
+def run_episodes(agent: Agent | None, task: str, env_cfg: EnvConfig, episodes: int, seed: int,
                  mode: str, label: str, progress: bool = True) -> tuple[list[float], list[int]]:
     """`episodes` whole episodes, split evenly over the preset's envs; `agent` None acts
     uniformly at random. Each env i starts from seed + i and does its own share, so the result
@@ -57,8 +61,7 @@ def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed
     done: list[list[tuple[float, int]]] = [[] for _ in range(num)]
     torch.manual_seed(seed)
     envs = ParallelEnvs(task, env_cfg, num, seed=seed)
-    if agent is None:
-        agent = RandomPolicy(envs.act_space, seed)
+    actor: Agent | RandomPolicy = RandomPolicy(envs.act_space, seed) if agent is None else agent
     try:
         tracker = EpisodeTracker(num)
         obs, state = envs.reset(), None
@@ -71,7 +74,7 @@ def run_episodes(agent: Any | None, task: str, env_cfg: Any, episodes: int, seed
                 bar.update(finished, force=finished == episodes)
                 if finished >= episodes:
                     break
-                action, state = agent.policy(obs, state, mode=mode)
+                action, state = actor.policy(obs, state, mode=mode)
                 obs = envs.step(action)
     finally:
         envs.close()

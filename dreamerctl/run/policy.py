@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from dreamerctl.errors import DreamerError, RunError, UsageError
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import Payload, read_meta, read_payload
 from dreamerctl.spaces import ActSpace, Space
+
+if TYPE_CHECKING:
+    from dreamerctl.agent.agent import Agent
 
 
 class RandomPolicy:
@@ -23,7 +26,7 @@ class RandomPolicy:
         self.act_space = act_space
         self.rng = np.random.default_rng(seed)
 
-    def policy(self, obs: dict[str, np.ndarray], state: None,
+    def policy(self, obs: dict[str, np.ndarray], state: object,
                mode: str = "sample") -> tuple[np.ndarray, None]:
         return self.act_space.sample(self.rng, len(obs["is_first"])), None
 
@@ -40,7 +43,7 @@ class RandomPolicy:
 class Loaded:
     """A checkpoint's agent with its config, task and spaces."""
 
-    def __init__(self, path: Path, payload: Payload, agent: Any, config: Config) -> None:
+    def __init__(self, path: Path, payload: Payload, agent: Agent, config: Config) -> None:
         self.path = path
         self.agent = agent
         self.config = config
@@ -125,7 +128,7 @@ class AgentActor:
     """Acts in one env with a loaded agent; `panel()` shows what the agent sees and the world
     model's reconstruction of it (record --with-model)."""
 
-    def __init__(self, agent: Any, mode: str, with_model: bool) -> None:
+    def __init__(self, agent: Agent, mode: str, with_model: bool) -> None:
         self.agent = agent
         self.mode = mode
         self.with_model = with_model
@@ -155,7 +158,7 @@ class AgentActor:
 
 
 def load_actor(path: Path, task: str | None, seed: int, mode: str, device: str,
-               with_model: bool) -> tuple[Any, str, EnvConfig]:
+               with_model: bool) -> tuple[AgentActor, str, EnvConfig]:
     """The actor, task and env config for `record` with the checkpoint at `path`."""
     import torch
 

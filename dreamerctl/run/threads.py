@@ -15,7 +15,10 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("dreamerctl")
 
@@ -80,7 +83,7 @@ def choose_threads(setting: str | int, params: int, processes: int = 1,
     return share, f"auto: {what}the {cores} usable cores{per}"
 
 
-def apply_threads(setting: str | int, model: Any, processes: int = 1,
+def apply_threads(setting: str | int, model: torch.nn.Module, processes: int = 1,
                   quiet: bool = False) -> int:
     """Set torch's intra-op threads by choose_threads for `model` (an nn.Module: its trainable
     parameters count) and log the choice; returns it."""
