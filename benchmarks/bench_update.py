@@ -115,7 +115,8 @@ def timed_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int
         nonlocal ac_s
         start = time.perf_counter()
         post = agent.encode_starts(sample()) if post is None else post
-        records.append(agent.update_actor_critic(select_starts(post, imag_starts)))
+        records.append(agent.update_actor_critic(select_starts(post, imag_starts),
+                                                 sequences=imag_starts == "all"))
         sync(agent.device)
         ac_s += time.perf_counter() - start
 

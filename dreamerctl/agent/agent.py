@@ -234,7 +234,7 @@ class Agent(nn.Module):
         metrics, starts = self.update_world_model(batch)
         return {key: float(value) for key, value in metrics.items()}, starts
 
-    def update_actor_critic(self, starts: dict[str, Tensor]) -> Metrics:
+    def update_actor_critic(self, starts: dict[str, Tensor], sequences: bool = False) -> Metrics:
         """`train_actor_critic` with metrics left as tensors."""
         flat = flatten_starts(starts)
         behavior = self.behavior
@@ -244,7 +244,7 @@ class Agent(nn.Module):
             traj, a_loss, entropy = self._actor_loss(flat)
             a_norm, a_skipped = self.optimizers["actor"].step(a_loss)
         metrics: Metrics = {}
-        c_loss, r_loss = self._critic_loss(traj, starts)
+        c_loss, r_loss = self._critic_loss(traj, starts, sequences)
         if r_loss is not None:
             metrics["train/loss/critic_replay"] = r_loss.detach()
         c_norm, c_skipped = self.optimizers["critic"].step(c_loss)
@@ -281,12 +281,12 @@ class Agent(nn.Module):
             a_loss, entropy = actor_loss(behavior, traj)
         return traj, a_loss, entropy
 
-    def _critic_loss_eager(self, traj: Trajectory, starts: dict[str, Tensor]
+    def _critic_loss_eager(self, traj: Trajectory, starts: dict[str, Tensor], sequences: bool
                            ) -> tuple[Tensor, Tensor | None]:
         behavior = self.behavior
         with self.autocast():
             c_loss = critic_loss(behavior, traj)
-            if behavior.ac.replay_value > 0 and "reward" in starts and starts["h"].dim() == 3:
+            if behavior.ac.replay_value > 0 and sequences:
                 # Starts are whole (B, T) replay sequences (imag_starts = "all"): the critic
                 # also learns from them, bootstrapped with the returns just imagined.
                 lead = starts["h"].shape[:2]
@@ -297,10 +297,14 @@ class Agent(nn.Module):
                 return c_loss + behavior.ac.replay_value * r_loss, r_loss
         return c_loss, None
 
-    def train_actor_critic(self, starts: dict[str, Tensor]) -> dict[str, float]:
+    def train_actor_critic(self, starts: dict[str, Tensor], sequences: bool = False
+                           ) -> dict[str, float]:
         """One actor and one critic update imagined from starts: h (..., D), z (..., K, C) and
-        optionally cont (...), any leading dims (flattened to N starts)."""
-        return {key: float(value) for key, value in self.update_actor_critic(starts).items()}
+        optionally cont (...), any leading dims (flattened to N starts). `sequences`: the starts
+        are whole replayed (B, T) sequences with their reward, cont and last (imag_starts =
+        "all"), along which the critic also learns when actor_critic.replay_value > 0."""
+        return {key: float(value)
+                for key, value in self.update_actor_critic(starts, sequences).items()}
 
     @torch.no_grad()
     def encode_starts(self, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -42,13 +42,15 @@ def run_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, 
         for _ in range(count):
             metrics, post = agent.update_world_model(sample())
             records.append(metrics)
-            records.append(agent.update_actor_critic(select_starts(post, imag_starts)))
+            records.append(agent.update_actor_critic(select_starts(post, imag_starts),
+                                                     sequences=imag_starts == "all"))
     elif loop == "sample_starts":
         for _ in range(count):
             records.append(agent.update_world_model(sample())[0])
         for _ in range(count):
             starts = agent.encode_starts(sample())
-            records.append(agent.update_actor_critic(select_starts(starts, imag_starts)))
+            records.append(agent.update_actor_critic(select_starts(starts, imag_starts),
+                                                     sequences=imag_starts == "all"))
     else:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     return summarise(records, count)

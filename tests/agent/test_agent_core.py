@@ -106,7 +106,8 @@ def test_actor_critic_never_touches_the_world_model(make_agent: MakeAgent, make_
         assert same(snapshot(agent.wm), world_model)
     assert all(value.grad_fn is None and not value.requires_grad for value in post.values())
     actor, critic = snapshot(agent.behavior.actor), snapshot(agent.behavior.critic)
-    metrics = agent.train_actor_critic(select_starts(post, imag_starts))
+    metrics = agent.train_actor_critic(select_starts(post, imag_starts),
+                                       sequences=imag_starts == "all")
     assert same(snapshot(agent.wm), world_model)
     assert all(p.grad is None and p.requires_grad for p in agent.wm.parameters())
     assert metrics["train/grad_norm/actor"] > 0 and metrics["train/nonfinite"] == 0
