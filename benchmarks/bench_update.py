@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dreamerctl.agent.agent import Agent
-from dreamerctl.agent.loops import select_starts, summarise
+from dreamerctl.agent.loops import mean_metrics, select_starts
 from dreamerctl.config.loader import build_config
 from dreamerctl.replay import Replay, place_replay
 from dreamerctl.run.device import pick_device
@@ -128,7 +128,7 @@ def timed_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int
             world_model()
         for _ in range(count):
             actor_critic(None)
-    return wm_s, ac_s, summarise(records, count)
+    return wm_s, ac_s, mean_metrics(records, count)
 
 
 def count_flops(agent: Agent, sample: Callable[[], dict[str, Any]], loop: str,

@@ -53,10 +53,10 @@ def run_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, 
                                                      sequences=imag_starts == "all"))
     else:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
-    return summarise(records, count)
+    return mean_metrics(records, count)
 
 
-def summarise(records: list[dict[str, Tensor]], count: int) -> dict[str, float]:
+def mean_metrics(records: list[dict[str, Tensor]], count: int) -> dict[str, float]:
     """Per-key means (sums / count for SUMMED keys), moved to the host in one transfer."""
     if count == 0 or not records:
         return {}

@@ -1,5 +1,5 @@
 """The DreamerV3 maths as pure functions (plus the return normaliser, whose only state is two
-EMAs). Every function here is pinned by a golden test in tests/agent/test_maths.py.
+EMAs). Every function here is pinned by a golden test in tests/agent/test_agent_maths.py.
 
 Shapes: H horizon, N imagined starts, K latents, C classes, n bins.
 """

@@ -36,7 +36,7 @@ def bootstrap_ci(scores: np.ndarray, seed: int, samples: int = 10_000,
     return float(low), float(high)
 
 
-def summarize(scores: list[float], lengths: list[int], seed: int) -> dict[str, Any]:
+def score_summary(scores: list[float], lengths: list[int], seed: int) -> dict[str, Any]:
     array = np.asarray(scores, np.float64)
     low, high = bootstrap_ci(array, seed)
     return {
@@ -90,7 +90,7 @@ def evaluate_checkpoint(path: Path, task: str | None, episodes: int, seed: int, 
     scores, lengths = run_episodes(loaded.agent, chosen, env_cfg, episodes, seed, mode,
                                    f"eval {chosen}")
     return {"path": str(path), "task": chosen, "step": loaded.step, "frames": loaded.frames,
-            "mode": mode, "seed": seed, **summarize(scores, lengths, seed)}
+            "mode": mode, "seed": seed, **score_summary(scores, lengths, seed)}
 
 
 def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: int,
@@ -101,7 +101,7 @@ def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: i
     scores, lengths = run_episodes(None, chosen, env_cfg, episodes, seed, "sample",
                                    f"eval {chosen} (random agent)")
     return {"path": str(path) if path else "none", "task": chosen, "step": 0, "frames": 0,
-            "mode": "random", "seed": seed, **summarize(scores, lengths, seed)}
+            "mode": "random", "seed": seed, **score_summary(scores, lengths, seed)}
 
 
 def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int, mode: str,

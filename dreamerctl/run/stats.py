@@ -1,4 +1,6 @@
-"""Episode statistics, kept in one place for training, evaluation and recording."""
+"""Counting as the runner counts: episodes' scores and lengths from the step records (one
+EpisodeTracker for training, evaluation and recording), and the train-ratio clock. The summary
+statistics of evaluated scores (mean, CI) are `evaluate.score_summary`."""
 
 from __future__ import annotations
 

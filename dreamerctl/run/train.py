@@ -472,7 +472,7 @@ class Trainer:
         training RNG streams are left as they were, so evaluating changes no training step."""
         import torch
 
-        from dreamerctl.run.evaluate import run_episodes, summarize
+        from dreamerctl.run.evaluate import run_episodes, score_summary
 
         run = self.config.run
         better = False
@@ -486,7 +486,7 @@ class Trainer:
                                                f"eval {self.task}", progress=False)
             np.random.set_state(state[0])
             random.setstate(state[1])
-            result = summarize(scores, lengths, seed)
+            result = score_summary(scores, lengths, seed)
             row = {"step": self.step, "frames": self.frames, "mode": "sample", "seed": seed,
                    **result}
             rundir.append_jsonl(self.run_dir / rundir.EVALS, row)
