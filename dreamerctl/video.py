@@ -219,7 +219,7 @@ def to_gif_image(frame: np.ndarray, width: int | None) -> Image.Image:
     return image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
 
 
-def gif_from_cli(inputs: list[Path], output: Path | None, stride: int, fps: float,
+def convert_to_gifs(inputs: list[Path], output: Path | None, stride: int, fps: float,
                  width: int | None, overwrite: bool, start: int = 0,
                  max_frames: int | None = None) -> list[Path]:
     """`dreamerctl gif`: convert MP4 files and folders of them; returns the GIF paths."""

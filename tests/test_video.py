@@ -14,7 +14,7 @@ from dreamerctl.video import (
     CONTEXT_COLOR,
     OPENLOOP_COLOR,
     SEPARATOR_COLOR,
-    gif_from_cli,
+    convert_to_gifs,
     label_rows,
     mp4_to_gif,
     openloop_grid,
@@ -189,62 +189,62 @@ def test_mp4_to_gif_resizes_keeping_aspect(tmp_path: Path, clip: Path) -> None:
     assert listing(tmp_path) == ["small.gif"]
 
 
-def test_gif_from_cli_writes_beside_each_video(tmp_path: Path, clip: Path) -> None:
+def test_convert_to_gifs_writes_beside_each_video(tmp_path: Path, clip: Path) -> None:
     folder = tmp_path / "videos"
     folder.mkdir()
     for name in ("b.mp4", "a.mp4"):
         (folder / name).write_bytes(clip.read_bytes())
     (folder / "readme.txt").write_text("not a video")
-    paths = gif_from_cli([folder], output=None, stride=3, fps=15, width=None, overwrite=False)
+    paths = convert_to_gifs([folder], output=None, stride=3, fps=15, width=None, overwrite=False)
     assert paths == [folder / "a.gif", folder / "b.gif"]
     assert gif_info(folder / "a.gif")[1] == 4
 
     with pytest.raises(UsageError) as info:
-        gif_from_cli([folder / "a.mp4"], output=None, stride=3, fps=15, width=None,
+        convert_to_gifs([folder / "a.mp4"], output=None, stride=3, fps=15, width=None,
                      overwrite=False)
     assert str(info.value) == f"{folder / 'a.gif'} already exists; pass --overwrite to replace it"
-    again = gif_from_cli([folder / "a.mp4"], output=None, stride=6, fps=15, width=None,
+    again = convert_to_gifs([folder / "a.mp4"], output=None, stride=6, fps=15, width=None,
                          overwrite=True)
     assert again == [folder / "a.gif"] and gif_info(folder / "a.gif")[1] == 2
 
 
-def test_gif_from_cli_output_file_and_folder(tmp_path: Path, clip: Path) -> None:
+def test_convert_to_gifs_output_file_and_folder(tmp_path: Path, clip: Path) -> None:
     one = tmp_path / "one.gif"
-    assert gif_from_cli([clip], one, stride=2, fps=15, width=None, overwrite=False) == [one]
+    assert convert_to_gifs([clip], one, stride=2, fps=15, width=None, overwrite=False) == [one]
     folder = tmp_path / "gifs" / "nested"
-    paths = gif_from_cli([clip], folder, stride=2, fps=15, width=16, overwrite=False)
+    paths = convert_to_gifs([clip], folder, stride=2, fps=15, width=16, overwrite=False)
     assert paths == [folder / "clip.gif"] and gif_info(paths[0])[0] == (16, 8)
     with pytest.raises(UsageError, match="is one GIF but there are 2 videos"):
-        gif_from_cli([clip, clip.parent], tmp_path / "x.gif", stride=2, fps=15, width=None,
+        convert_to_gifs([clip, clip.parent], tmp_path / "x.gif", stride=2, fps=15, width=None,
                      overwrite=False)
     with pytest.raises(UsageError) as info:
-        gif_from_cli([clip], one / "sub", stride=2, fps=15, width=None, overwrite=False)
+        convert_to_gifs([clip], one / "sub", stride=2, fps=15, width=None, overwrite=False)
     assert str(info.value) == f"cannot create folder {one / 'sub'}: Not a directory"
     deep = tmp_path / "new" / "deep.gif"
-    assert gif_from_cli([clip], deep, stride=2, fps=15, width=None, overwrite=False) == [deep]
+    assert convert_to_gifs([clip], deep, stride=2, fps=15, width=None, overwrite=False) == [deep]
 
 
-def test_gif_from_cli_output_that_is_a_file(tmp_path: Path, clip: Path) -> None:
+def test_convert_to_gifs_output_that_is_a_file(tmp_path: Path, clip: Path) -> None:
     existing = tmp_path / "taken"
     existing.write_text("x")
     with pytest.raises(UsageError) as info:
-        gif_from_cli([clip], existing, stride=2, fps=15, width=None, overwrite=False)
+        convert_to_gifs([clip], existing, stride=2, fps=15, width=None, overwrite=False)
     assert str(info.value) == f"--output {existing} is an existing file, not a folder"
 
 
-def test_gif_from_cli_input_errors(tmp_path: Path) -> None:
+def test_convert_to_gifs_input_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
-        gif_from_cli([tmp_path / "nope.mp4"], None, 2, 15, None, False)
+        convert_to_gifs([tmp_path / "nope.mp4"], None, 2, 15, None, False)
     assert str(info.value) == f"no such file or folder: {tmp_path / 'nope.mp4'}"
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UsageError) as info:
-        gif_from_cli([empty], None, 2, 15, None, False)
+        convert_to_gifs([empty], None, 2, 15, None, False)
     assert str(info.value) == f"no MP4 files in folder {empty}"
     text = tmp_path / "fake.mp4"
     text.write_text("hello")
     with pytest.raises(RunError) as info:
-        gif_from_cli([text], None, 2, 15, None, False)
+        convert_to_gifs([text], None, 2, 15, None, False)
     assert str(info.value).startswith(f"{text} is not a readable video: ")
     assert not (tmp_path / "fake.gif").exists()
     assert sorted(listing(tmp_path)) == ["empty", "fake.mp4"]

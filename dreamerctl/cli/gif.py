@@ -27,8 +27,8 @@ def gif(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing GIFs."),
 ) -> None:
     """Convert MP4s to GIFs, keeping every --stride-th frame; prints each GIF's path."""
-    from dreamerctl.video import gif_from_cli
+    from dreamerctl.video import convert_to_gifs
 
-    for path in gif_from_cli(inputs, output=output, stride=stride, fps=fps, width=width,
+    for path in convert_to_gifs(inputs, output=output, stride=stride, fps=fps, width=width,
                              overwrite=overwrite, start=start, max_frames=max_frames):
         print_line(path)

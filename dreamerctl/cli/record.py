@@ -52,10 +52,10 @@ def record(
     ),
 ) -> None:
     """Record episodes to <output>/episode_<NNN>_score_<score>.mp4 and episodes.jsonl."""
-    from dreamerctl.run.record import record_from_cli
+    from dreamerctl.run.record import record_videos
 
     mode, device = agent_options(random_agent, mode, device)
-    paths = record_from_cli(
+    paths = record_videos(
         checkpoint=checkpoint, random_agent=random_agent, task=task, episodes=episodes,
         output=output, fps=fps, max_steps=max_steps, make_gif=make_gif, seed=seed,
         with_model=with_model, overwrite=overwrite, mode=mode,

@@ -44,7 +44,7 @@ def train(
     ),
 ) -> None:
     """Train a DreamerV3 agent; prints the run directory."""
-    from dreamerctl.run.train import train_from_cli
+    from dreamerctl.run.train import train_run
 
     extra: list[Override] = []
     if steps is not None:
@@ -53,7 +53,7 @@ def train(
         extra.append((f"run.seed={seed}", f"--seed {seed}"))
     if device is not None:
         extra.append((f'run.device="{device}"', f"--device {device}"))
-    run_dir = train_from_cli(
+    run_dir = train_run(
         task=task,
         presets=preset,
         overrides=[*overrides, *extra],

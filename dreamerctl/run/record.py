@@ -152,7 +152,7 @@ def prepare_output(output: Path, overwrite: bool) -> None:
 
 
 
-def record_from_cli(checkpoint: str, random_agent: bool, task: str | None, episodes: int,
+def record_videos(checkpoint: str, random_agent: bool, task: str | None, episodes: int,
                     output: Path, fps: int, max_steps: int | None, make_gif: bool, seed: int,
                     with_model: bool, overwrite: bool, mode: str, logdir: Path,
                     device: str) -> list[Path]:

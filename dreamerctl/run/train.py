@@ -58,7 +58,7 @@ log = logging.getLogger("dreamerctl")
 OPENLOOP_CONTEXT = 5
 
 
-def train_from_cli(task: str, presets: list[str], overrides: Sequence[Override], logdir: Path,
+def train_run(task: str, presets: list[str], overrides: Sequence[Override], logdir: Path,
                    resume: str | None) -> Path | None:
     """Start a new run, or continue one with `resume` (a checkpoint, run directory or 'latest').
 

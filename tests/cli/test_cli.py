@@ -113,10 +113,10 @@ def test_no_arguments_prints_help_and_succeeds() -> None:
 
 def test_paths_with_brackets_and_spaces_print_verbatim(tmp_path: Path) -> None:
     """Every path on stdout is printed as it is, never read as Rich markup (issue 23)."""
-    from dreamerctl.run.train import train_from_cli
+    from dreamerctl.run.train import train_run
 
     logdir = tmp_path / "ld [exp]"
-    run_dir = train_from_cli("gym_CartPole-v1", ["debug"], ["run.steps=5", 'run.device="cpu"'],
+    run_dir = train_run("gym_CartPole-v1", ["debug"], ["run.steps=5", 'run.device="cpu"'],
                              logdir, None)
     env = {"DREAMERCTL_LOGDIR": str(logdir)}
     found = run_cli("find-latest", env=env)

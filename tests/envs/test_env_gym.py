@@ -13,7 +13,7 @@ from dreamerctl.config import EnvConfig
 from dreamerctl.envs import make_env
 from dreamerctl.errors import UsageError
 from dreamerctl.run.evaluate import evaluate_checkpoint
-from dreamerctl.run.train import train_from_cli
+from dreamerctl.run.train import train_run
 
 EnvCfg = Callable[..., EnvConfig]
 CheckStep = Callable[..., None]
@@ -206,7 +206,7 @@ def test_train_on_a_discrete_observation_env(tmp_path: Path) -> None:
     """The whole path (replay, world model, checkpoint, eval) on FrozenLake's one-hot cells, with
     gymnasium.make keywords that eval takes back from the checkpoint (64 cells, not 16)."""
     sets = ["run.steps=40", 'run.device="cpu"', 'env.gym.kwargs={map_name = "8x8"}']
-    run_dir = train_from_cli("gym_FrozenLake-v1", ["debug"], sets, tmp_path, None)
+    run_dir = train_run("gym_FrozenLake-v1", ["debug"], sets, tmp_path, None)
     assert 'map_name = "8x8"' in (run_dir / "config.toml").read_text()
     result = evaluate_checkpoint(run_dir / "checkpoint.pt", None, 2, 0, "sample", "cpu")
     assert result["task"] == "gym_FrozenLake-v1" and result["episodes"] == 2

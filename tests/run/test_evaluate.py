@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamerctl.run.train import train_from_cli
+from dreamerctl.run.train import train_run
 from dreamerctl.video import read_frames
 from tests.helpers import assert_one_error, run_cli
 
@@ -20,7 +20,7 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     for task, steps in [("gym_CartPole-v1", 40), ("gym_Pendulum-v1", 40),
                         ("gym_CartPole-v1", 60)]:
-        train_from_cli(task, ["debug"], [f"run.steps={steps}", 'run.device="cpu"'], root, None)
+        train_run(task, ["debug"], [f"run.steps={steps}", 'run.device="cpu"'], root, None)
     return root
 
 
@@ -101,7 +101,7 @@ def test_eval_random_agent_baseline(tmp_path: Path) -> None:
     """`eval --random-agent` scores uniform random actions: in a checkpoint's env settings (here
     a 7-step time limit), or with `--checkpoint none` in the task's suite defaults; the same
     seed gives the same episodes."""
-    run_dir = train_from_cli("gym_CartPole-v1", ["debug"],
+    run_dir = train_run("gym_CartPole-v1", ["debug"],
                              ["run.steps=20", 'run.device="cpu"', "env.time_limit=7"],
                              tmp_path, None)
     code, stdout, stderr = cli(tmp_path, "eval", "--checkpoint", str(run_dir), "--random-agent",
@@ -219,7 +219,7 @@ def test_record_with_agent_and_model_view(logdir: Path, tmp_path: Path) -> None:
 
 def test_record_with_model_on_images(tmp_path: Path) -> None:
     logdir = tmp_path / "pong"
-    train_from_cli("atari_pong", ["debug"], ["run.steps=30", 'run.device="cpu"'], logdir, None)
+    train_run("atari_pong", ["debug"], ["run.steps=30", 'run.device="cpu"'], logdir, None)
     out = tmp_path / "videos"
     code, _, stderr = cli(logdir, "record", "--checkpoint", "latest", "--max-steps", "5",
                           "--with-model", "--output", str(out))
@@ -244,7 +244,7 @@ def test_record_a_trained_agent_on_every_suite(tmp_path: Path, task: str,
     """Every suite's trained agent can be watched, sampled and greedy, with the model's view
     (DMC's renders are flipped views with negative strides, issue 23)."""
     logdir = tmp_path / "runs"
-    train_from_cli(task, ["debug"], ["run.steps=20", 'run.device="cpu"'], logdir, None)
+    train_run(task, ["debug"], ["run.steps=20", 'run.device="cpu"'], logdir, None)
     with_model = [] if task.startswith("gym_") else ["--with-model"]
     for name, extra in (("sample", []), ("greedy", ["--mode", "greedy", *with_model])):
         out = tmp_path / name

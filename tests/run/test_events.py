@@ -10,7 +10,7 @@ import pytest
 
 from dreamerctl.errors import UsageError
 from dreamerctl.run import rundir
-from dreamerctl.run.train import train_from_cli
+from dreamerctl.run.train import train_run
 from tests.helpers import assert_one_error
 
 
@@ -18,7 +18,7 @@ def test_events_hold_the_jsonl_scalars(tmp_path: Path) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir = train_from_cli("gym_CartPole-v1", ["debug"],
+    run_dir = train_run("gym_CartPole-v1", ["debug"],
                              ["run.steps=60", 'run.device="cpu"', "run.tensorboard=true"],
                              tmp_path, None)
     events = EventAccumulator(str(run_dir / "tensorboard"))
@@ -42,7 +42,7 @@ def test_openloop_videos_become_tensorboard_videos(tmp_path: Path) -> None:
     pytest.importorskip("moviepy.editor")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_dir = train_from_cli("atari_pong", ["debug"],
+    run_dir = train_run("atari_pong", ["debug"],
                              ["run.steps=40", 'run.device="cpu"', "run.tensorboard=true",
                               "run.report_every=30"], tmp_path, None)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
@@ -59,7 +59,7 @@ def test_missing_package_is_one_error_before_training(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` fails
     with pytest.raises(UsageError, match=r'pip install "dreamerctl\[tensorboard\]"'):
-        train_from_cli("gym_CartPole-v1", ["debug"], ["run.tensorboard=true"], tmp_path, None)
+        train_run("gym_CartPole-v1", ["debug"], ["run.tensorboard=true"], tmp_path, None)
     assert not any(tmp_path.iterdir())  # no run directory was made
 
 

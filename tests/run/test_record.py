@@ -14,7 +14,7 @@ from dreamerctl.config import build_config
 from dreamerctl.envs import Env, Obs, make_env
 from dreamerctl.errors import UsageError
 from dreamerctl.run.policy import RandomPolicy
-from dreamerctl.run.record import record_episodes, record_from_cli
+from dreamerctl.run.record import record_episodes, record_videos
 from dreamerctl.spaces import ActSpace
 from dreamerctl.video import SEPARATOR_COLOR, read_frames
 
@@ -189,19 +189,19 @@ def test_random_actor_is_uniform_and_seeded() -> None:
         ({"mode": "best"}, "unknown --mode 'best': use sample or greedy"),
     ],
 )
-def test_record_from_cli_usage_errors(tmp_path: Path, kwargs: dict, message: str) -> None:
+def test_record_videos_usage_errors(tmp_path: Path, kwargs: dict, message: str) -> None:
     args = {"checkpoint": "none", "random_agent": True, "task": CARTPOLE, "episodes": 1,
             "output": tmp_path / "v", "fps": 30, "max_steps": 5, "make_gif": False, "seed": 0,
             "with_model": False, "overwrite": False, "mode": "sample",
             "logdir": tmp_path / "logdir", "device": "cpu", **kwargs}
     with pytest.raises(UsageError) as info:
-        record_from_cli(**args)
+        record_videos(**args)
     assert str(info.value) == message
     assert not (tmp_path / "v").exists()
 
 
-def test_record_from_cli_random_agent(tmp_path: Path) -> None:
-    paths = record_from_cli(
+def test_record_videos_random_agent(tmp_path: Path) -> None:
+    paths = record_videos(
         checkpoint="none", random_agent=True, task=PONG, episodes=1, output=tmp_path / "v",
         fps=30, max_steps=10, make_gif=False, seed=0, with_model=False, overwrite=False,
         mode="sample", logdir=tmp_path / "logdir", device="cpu",

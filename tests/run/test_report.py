@@ -18,7 +18,7 @@ from PIL import Image
 
 from dreamerctl.run import rundir
 from dreamerctl.run.report import band, official_curve, smooth
-from dreamerctl.run.train import train_from_cli
+from dreamerctl.run.train import train_run
 from tests.helpers import assert_one_error, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,7 +31,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     found = []
     for task, seed, extra in [("gym_CartPole-v1", 0, []), ("gym_CartPole-v1", 1, []),
                               ("atari_pong", 0, ["run.report_every=20"])]:
-        found.append(train_from_cli(task, ["debug"], ["run.steps=40", 'run.device="cpu"',
+        found.append(train_run(task, ["debug"], ["run.steps=40", 'run.device="cpu"',
                                                       f"run.seed={seed}", *extra], root, None))
     return found
 

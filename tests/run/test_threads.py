@@ -71,19 +71,19 @@ def test_bad_values_are_one_error_naming_the_field(value: str) -> None:
 
 def test_training_applies_and_logs_the_choice(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    from dreamerctl.run.train import train_from_cli
+    from dreamerctl.run.train import train_run
 
     before = torch.get_num_threads()
     try:
         with caplog.at_level("INFO", logger="dreamerctl"):
-            train_from_cli("gym_CartPole-v1", ["debug"], ["run.steps=5", 'run.device="cpu"'],
+            train_run("gym_CartPole-v1", ["debug"], ["run.steps=5", 'run.device="cpu"'],
                            tmp_path, None)
         assert torch.get_num_threads() == 1
         assert any(r.getMessage().startswith("torch threads: 1 (auto: a 0.")
                    for r in caplog.records)
         caplog.clear()
         with caplog.at_level("INFO", logger="dreamerctl"):
-            train_from_cli("gym_CartPole-v1", ["debug"],
+            train_run("gym_CartPole-v1", ["debug"],
                            ["run.steps=5", 'run.device="cpu"', "run.threads=2"], tmp_path, None)
         assert torch.get_num_threads() == 2
         assert "torch threads: 2 (run.threads)" in caplog.text

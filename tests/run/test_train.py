@@ -16,7 +16,7 @@ import torch
 
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import load_checkpoint
-from dreamerctl.run.train import train_from_cli
+from dreamerctl.run.train import train_run
 from dreamerctl.video import read_frames
 from tests.helpers import run_cli
 
@@ -24,7 +24,7 @@ FAST = ["run.device=cpu"]
 
 
 def train(tmp_path: Path, task: str, *overrides: str, steps: int = 120) -> Path:
-    return train_from_cli(task, ["debug"], [*FAST, f"run.steps={steps}", *overrides],
+    return train_run(task, ["debug"], [*FAST, f"run.steps={steps}", *overrides],
                           tmp_path / "logdir", resume=None)
 
 
@@ -54,7 +54,7 @@ def test_cartpole_debug_run(tmp_path: Path) -> None:
     assert ready == 16
     assert data["runner"]["updates"] == 2 * (120 - ready + 1)
     # config.toml is usable again as a preset and gives the same config.
-    again = train_from_cli("gym_CartPole-v1", [str(run_dir / "config.toml")], ["run.steps=1"],
+    again = train_run("gym_CartPole-v1", [str(run_dir / "config.toml")], ["run.steps=1"],
                            tmp_path / "logdir2", resume=None)
     assert (again / "config.toml").read_text().replace("steps = 1\n", "steps = 120\n") == (
         run_dir / "config.toml").read_text()
@@ -64,7 +64,7 @@ def test_nothing_to_train_writes_nothing(tmp_path: Path, caplog: pytest.LogCaptu
     """`--steps 0` makes no run directory; a resume whose --steps is not above the run's step
     leaves its checkpoint as it was (issue 23), each with a warning."""
     with caplog.at_level("WARNING", logger="dreamerctl"):
-        assert train_from_cli("gym_CartPole-v1", ["debug"], ["run.steps=0"], tmp_path / "empty",
+        assert train_run("gym_CartPole-v1", ["debug"], ["run.steps=0"], tmp_path / "empty",
                               resume=None) is None
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").rglob("*.pt"))
     assert "--steps 0: nothing to train" in caplog.text
@@ -73,7 +73,7 @@ def test_nothing_to_train_writes_nothing(tmp_path: Path, caplog: pytest.LogCaptu
     before = (checkpoint.read_bytes(), checkpoint.stat().st_mtime_ns)
     caplog.clear()
     with caplog.at_level("WARNING", logger="dreamerctl"):
-        again = train_from_cli("gym_CartPole-v1", [], ["run.steps=20"], tmp_path,
+        again = train_run("gym_CartPole-v1", [], ["run.steps=20"], tmp_path,
                                resume=str(run_dir))
     assert again == run_dir
     assert (checkpoint.read_bytes(), checkpoint.stat().st_mtime_ns) == before
@@ -113,7 +113,7 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     run_dir = train(tmp_path, "gym_CartPole-v1", steps=60)
     first = load_checkpoint(run_dir / "checkpoint.pt")
     scores_before = rundir.read_jsonl(run_dir / "scores.jsonl")
-    resumed = train_from_cli("gym_CartPole-v1", [], ["run.steps=100"], tmp_path / "logdir",
+    resumed = train_run("gym_CartPole-v1", [], ["run.steps=100"], tmp_path / "logdir",
                              resume="latest")
     assert resumed == run_dir
     second = load_checkpoint(run_dir / "checkpoint.pt")
@@ -139,7 +139,7 @@ def test_resume_on_cuda_goes_on_with_the_gpu_random_state(tmp_path: Path) -> Non
     from dreamerctl.run.checkpoint import Payload
     from dreamerctl.run.train import Trainer
 
-    run_dir = train_from_cli("gym_CartPole-v1", ["debug"], ["run.device=cuda", "run.steps=40"],
+    run_dir = train_run("gym_CartPole-v1", ["debug"], ["run.device=cuda", "run.steps=40"],
                              tmp_path / "logdir", resume=None)
     data = load_checkpoint(run_dir / "checkpoint.pt")
     saved = data["rng"]["cuda"]
@@ -159,7 +159,7 @@ def test_resume_task_mismatch(tmp_path: Path) -> None:
 
     run_dir = train(tmp_path, "gym_CartPole-v1", steps=30)
     with pytest.raises(UsageError, match="is for task gym_CartPole-v1, not gym_Acrobot-v1"):
-        train_from_cli("gym_Acrobot-v1", [], [], tmp_path / "logdir", resume=str(run_dir))
+        train_run("gym_Acrobot-v1", [], [], tmp_path / "logdir", resume=str(run_dir))
 
 
 def test_sigint_saves_and_exits_130(tmp_path: Path) -> None:
