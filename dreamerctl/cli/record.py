@@ -43,6 +43,11 @@ def record(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier recording in the output folder."
     ),
+    append: bool = typer.Option(
+        False, "--append",
+        help="Add episodes to an earlier recording in the output folder (numbers and env seeds "
+        "go on after its last episode).",
+    ),
     mode: str | None = typer.Option(
         None, "--mode", metavar="sample|greedy", help="sample | greedy \\[default: sample]."
     ),
@@ -52,14 +57,14 @@ def record(
     ),
 ) -> None:
     """Record episodes to <output>/episode_<NNN>_score_<score>.mp4 and episodes.jsonl."""
-    from dreamerctl.run.record import record_videos
+    from dreamerctl.run.record import RecordRequest, record_videos
 
     mode, device = agent_options(random_agent, mode, device)
-    paths = record_videos(
+    request = RecordRequest(
         checkpoint=checkpoint, random_agent=random_agent, task=task, episodes=episodes,
         output=output, fps=fps, max_steps=max_steps, make_gif=make_gif, seed=seed,
-        with_model=with_model, overwrite=overwrite, mode=mode,
+        with_model=with_model, overwrite=overwrite, append=append, mode=mode,
         logdir=logdir_or_default(logdir), device=device,
     )
-    for path in paths:
-        print_line(path)
+    # Each path as soon as its episode is kept: after a Ctrl-C stdout lists what was recorded.
+    record_videos(request, on_episode=lambda row: print_line(row["path"]))

@@ -7,6 +7,7 @@ optionally with the actor's panels (agent input, model reconstruction) beside th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,16 +41,19 @@ class Actor(Protocol):
 
 def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: int,
                     max_steps: int | None, make_gif: bool, overwrite: bool, seed: int, task: str,
-                    progress: bool = True,
-                    checkpoint: Path | None = None) -> list[dict[str, Any]]:
-    """Record `episodes` episodes into `output`; returns one row per episode, as in the JSONL.
+                    progress: bool = True, checkpoint: Path | None = None, append: bool = False,
+                    on_episode: Callable[[dict[str, Any]], None] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Record `episodes` episodes into `output`; returns one row per episode, as in the JSONL,
+    and hands each to `on_episode` as soon as its video is in place.
 
     Episode i resets the env with seed + i and ends at is_last or after `max_steps` agent steps.
-    Each row: {"episode", "score", "length", "truncated", "path", "task", "seed",
-    "checkpoint"} with the episode's env seed; `truncated` marks an episode that --max-steps
-    cut, `checkpoint` is the agent's (None for a random agent).
+    With `append`, a folder's earlier recording stays and i continues after its last episode
+    (so do the env seeds). Each row: {"episode", "score", "length", "truncated", "path",
+    "task", "seed", "checkpoint"} with the episode's env seed; `truncated` marks an episode
+    that --max-steps cut, `checkpoint` is the agent's (None for a random agent).
     """
-    prepare_output(output, overwrite)
+    first = prepare_output(output, overwrite, append)
     rows: list[dict[str, Any]] = []
     with ProgressReporter(f"record {task}", total=episodes, enabled=progress) as reporter:
         last_score = None
@@ -57,7 +61,7 @@ def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: in
         def on_step(steps: int, score: float) -> None:
             reporter.update(len(rows), step=steps, score=score, last_score=last_score)
 
-        for index in range(episodes):
+        for index in range(first, first + episodes):
             row = record_episode(env, actor, index, output, fps, max_steps, seed + index, on_step)
             row = {**row, "task": task,
                    "checkpoint": None if checkpoint is None else str(checkpoint)}
@@ -66,6 +70,8 @@ def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: in
                 mp4_to_gif(mp4, mp4.with_suffix(".gif"), stride=GIF_STRIDE, fps=fps / GIF_STRIDE)
             rundir.append_jsonl(output / JSONL, row)
             rows.append(row)
+            if on_episode is not None:
+                on_episode(row)
             last_score = row["score"]
             reporter.update(len(rows), force=True, last_score=last_score, length=row["length"])
     return rows
@@ -121,9 +127,11 @@ def existing_outputs(output: Path) -> list[Path]:
     return found + ([output / JSONL] if (output / JSONL).exists() else [])
 
 
-def check_output(output: Path, overwrite: bool) -> None:
+def check_output(output: Path, overwrite: bool, append: bool = False) -> None:
     """Refuse a file as the output folder (or one of its parents), and a folder holding a
-    recording unless overwrite."""
+    recording unless overwrite or append."""
+    if overwrite and append:
+        raise UsageError("--overwrite replaces a recording and --append adds to it: choose one")
     if output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is an existing file, not a folder")
     parent = output.parent
@@ -135,55 +143,95 @@ def check_output(output: Path, overwrite: bool) -> None:
     if problem is not None:
         raise UsageError(f"cannot write to --output folder {output}: {problem}")
     old = existing_outputs(output)
-    if old and not overwrite:
+    if old and not (overwrite or append):
         raise UsageError(f"{old[0]} already exists; pass --overwrite to replace the recording "
-                         "in that folder, or choose another --output")
+                         "in that folder, --append to add episodes to it, or choose another "
+                         "--output")
 
 
-def prepare_output(output: Path, overwrite: bool) -> None:
-    """check_output, then remove an earlier recording (overwrite) and create the folder."""
-    check_output(output, overwrite)
+def next_episode(output: Path) -> int:
+    """The episode number after the last one recorded in `output` (0 for none), from
+    episodes.jsonl and the episode_<NNN>_* files alike."""
+    numbers = [int(row["episode"]) for row in rundir.read_jsonl(output / JSONL)
+               if isinstance(row.get("episode"), int)]
     for path in existing_outputs(output):
-        path.unlink()
+        head = path.name.split("_")
+        if len(head) > 1 and head[0] == "episode" and head[1].isdigit():
+            numbers.append(int(head[1]))
+    return max(numbers, default=-1) + 1
+
+
+def prepare_output(output: Path, overwrite: bool, append: bool = False) -> int:
+    """check_output, then remove an earlier recording (overwrite) or keep it (append), and
+    create the folder; returns the first episode number to record."""
+    check_output(output, overwrite, append)
+    if append:
+        first = next_episode(output)
+    else:
+        first = 0
+        for path in existing_outputs(output):
+            path.unlink()
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create --output folder {output}: {e.strerror}") from None
+    return first
 
 
 
-def record_videos(checkpoint: str, random_agent: bool, task: str | None, episodes: int,
-                    output: Path, fps: int, max_steps: int | None, make_gif: bool, seed: int,
-                    with_model: bool, overwrite: bool, mode: str, logdir: Path,
-                    device: str) -> list[Path]:
-    """`dreamerctl record`: build the actor and env, record, return the MP4 paths."""
+@dataclass(frozen=True)
+class RecordRequest:
+    """What `dreamerctl record` is asked to do (its options, resolved)."""
+
+    checkpoint: str              # a checkpoint, run directory, 'latest' or 'none'
+    output: Path
+    logdir: Path
+    random_agent: bool = False
+    task: str | None = None
+    episodes: int = 1
+    fps: int = 30
+    max_steps: int | None = None
+    make_gif: bool = False
+    seed: int = 0
+    with_model: bool = False
+    overwrite: bool = False
+    append: bool = False
+    mode: str = "sample"
+    device: str = "auto"
+
+
+def record_videos(request: RecordRequest,
+                  on_episode: Callable[[dict[str, Any]], None] | None = None) -> list[Path]:
+    """`dreamerctl record`: build the actor and env, record, return the MP4 paths (each episode's
+    row also goes to `on_episode` once its video is in place, so an interrupted recording has
+    listed what it kept)."""
     from dreamerctl.envs import make_env
     from dreamerctl.run.policy import RandomPolicy, check_mode, load_actor, random_agent_setup
 
-    check_mode(mode)
-
-    if checkpoint == "none" and (not random_agent or task is None):
+    r = request
+    check_mode(r.mode)
+    if r.checkpoint == "none" and (not r.random_agent or r.task is None):
         raise UsageError("--checkpoint none needs --random-agent and --task")
-    if with_model and random_agent:
+    if r.with_model and r.random_agent:
         raise UsageError("--with-model needs a checkpoint: there is no model with --checkpoint "
-                         "none" if checkpoint == "none" else
+                         "none" if r.checkpoint == "none" else
                          "--with-model needs the checkpoint's agent, not --random-agent")
     # The checkpoint is found first (a misspelled one is named as such, whatever the output
     # holds), then the output is checked, before a model is loaded or a simulator started.
-    path = None if random_agent else rundir.resolve_checkpoint(checkpoint, logdir, task=task)
-    check_output(output, overwrite)
+    path = None if r.random_agent else rundir.resolve_checkpoint(r.checkpoint, r.logdir, r.task)
+    check_output(r.output, r.overwrite, r.append)
     actor: Actor | None = None
-    if random_agent:
-        task, env_cfg, _ = random_agent_setup(checkpoint, logdir, task)
+    if path is None:
+        task, env_cfg, _ = random_agent_setup(r.checkpoint, r.logdir, r.task)
     else:
-        assert path is not None
-        actor, task, env_cfg = load_actor(path, task=task, seed=seed, mode=mode, device=device,
-                                          with_model=with_model)
-    env = make_env(task, env_cfg, seed)
+        actor, task, env_cfg = load_actor(path, task=r.task, seed=r.seed, mode=r.mode,
+                                          device=r.device, with_model=r.with_model)
+    env = make_env(task, env_cfg, r.seed)
     try:
-        actor = actor if actor is not None else RandomPolicy(env.act_space, seed)
-        rows = record_episodes(env, actor, episodes, output, fps, max_steps, make_gif,
-                               overwrite, seed, task, checkpoint=path)
+        actor = actor if actor is not None else RandomPolicy(env.act_space, r.seed)
+        rows = record_episodes(env, actor, r.episodes, r.output, r.fps, r.max_steps,
+                               r.make_gif, r.overwrite, r.seed, task, checkpoint=path,
+                               append=r.append, on_episode=on_episode)
     finally:
         env.close()
     return [Path(row["path"]) for row in rows]

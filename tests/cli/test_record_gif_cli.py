@@ -79,6 +79,18 @@ def test_record_refuses_to_overwrite(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
     assert len(list(videos.glob("episode_*.mp4"))) == 2
+    # --append adds to the recording: numbers and env seeds go on, nothing is removed.
+    kept = sorted(videos.glob("episode_*.mp4"))
+    result = run_cli(*RECORD, "--output", str(videos), "--append", "--episodes", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (videos / "episodes.jsonl").read_text().splitlines()]
+    assert [row["episode"] for row in rows] == [0, 1, 2]
+    assert rows[2]["seed"] == rows[0]["seed"] + 2
+    assert result.stdout.splitlines() == [rows[2]["path"]]
+    assert Path(rows[2]["path"]).name.startswith("episode_002_score_")
+    assert all(path.is_file() for path in kept)
+    result = run_cli(*RECORD, "--output", str(videos), "--append", "--overwrite")
+    assert_one_error(result, 2, "--overwrite replaces a recording and --append adds to it")
 
 
 def test_record_usage_errors(tmp_path: Path) -> None:

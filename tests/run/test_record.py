@@ -14,7 +14,7 @@ from dreamerctl.config import build_config
 from dreamerctl.envs import Env, Obs, make_env
 from dreamerctl.errors import UsageError
 from dreamerctl.run.policy import RandomPolicy
-from dreamerctl.run.record import record_episodes, record_videos
+from dreamerctl.run.record import RecordRequest, record_episodes, record_videos
 from dreamerctl.spaces import ActSpace
 from dreamerctl.video import SEPARATOR_COLOR, read_frames
 
@@ -98,7 +98,7 @@ def test_refuses_to_overwrite_then_overwrite_replaces(tmp_path: Path) -> None:
     first = sorted(output.glob("episode_*.mp4"))[0]
     assert str(info.value) == (
         f"{first} already exists; pass --overwrite to replace the recording in that folder, "
-        "or choose another --output"
+        "--append to add episodes to it, or choose another --output"
     )
     # Only the jsonl left over is enough to refuse.
     for path in output.glob("episode_*"):
@@ -195,16 +195,16 @@ def test_record_videos_usage_errors(tmp_path: Path, kwargs: dict, message: str) 
             "with_model": False, "overwrite": False, "mode": "sample",
             "logdir": tmp_path / "logdir", "device": "cpu", **kwargs}
     with pytest.raises(UsageError) as info:
-        record_videos(**args)
+        record_videos(RecordRequest(**args))
     assert str(info.value) == message
     assert not (tmp_path / "v").exists()
 
 
 def test_record_videos_random_agent(tmp_path: Path) -> None:
-    paths = record_videos(
+    paths = record_videos(RecordRequest(
         checkpoint="none", random_agent=True, task=PONG, episodes=1, output=tmp_path / "v",
         fps=30, max_steps=10, make_gif=False, seed=0, with_model=False, overwrite=False,
         mode="sample", logdir=tmp_path / "logdir", device="cpu",
-    )
+    ))
     assert [p.parent for p in paths] == [tmp_path / "v"] and paths[0].is_file()
     assert read_frames(paths[0]).shape == (11, 210, 160, 3)
