@@ -15,19 +15,20 @@ warm-up, reported as warmup_s); on a GPU the report adds gpu_peak_mb.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from dreamerctl.agent.agent import Agent
-from dreamerctl.agent.loops import mean_metrics, select_starts
+from dreamerctl.agent.loops import run_updates
 from dreamerctl.config.loader import build_config
 from dreamerctl.replay import Replay, place_replay
 from dreamerctl.run.device import pick_device
@@ -96,39 +97,28 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class PhaseTimer:
+    """run_updates' timing hook: seconds per phase, the device synchronised at each end."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = {"world_model": 0.0, "actor_critic": 0.0}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        sync(self.device)
+        self.seconds[name] += time.perf_counter() - start
+
+
 def timed_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, loop: str,
                   imag_starts: str) -> tuple[float, float, dict[str, float]]:
-    """Seconds in world-model and actor-critic phases over `count` updates, and the metrics
-    (converted once at the end, as run_updates does)."""
-    records, wm_s, ac_s = [], 0.0, 0.0
-
-    def world_model() -> dict[str, torch.Tensor]:
-        nonlocal wm_s
-        start = time.perf_counter()
-        metrics, post = agent.update_world_model(sample())
-        sync(agent.device)
-        wm_s += time.perf_counter() - start
-        records.append(metrics)
-        return post
-
-    def actor_critic(post: dict[str, torch.Tensor] | None) -> None:
-        nonlocal ac_s
-        start = time.perf_counter()
-        post = agent.encode_starts(sample()) if post is None else post
-        records.append(agent.update_actor_critic(select_starts(post, imag_starts),
-                                                 sequences=imag_starts == "all"))
-        sync(agent.device)
-        ac_s += time.perf_counter() - start
-
-    if loop == "coupled":
-        for _ in range(count):
-            actor_critic(world_model())
-    else:
-        for _ in range(count):
-            world_model()
-        for _ in range(count):
-            actor_critic(None)
-    return wm_s, ac_s, mean_metrics(records, count)
+    """Seconds in the world-model and actor-critic phases of `count` updates of the real loop
+    (run_updates, timed through its hook), and its metrics."""
+    timer = PhaseTimer(agent.device)
+    metrics = run_updates(agent, sample, count, loop, imag_starts, phase=timer)
+    return timer.seconds["world_model"], timer.seconds["actor_critic"], metrics
 
 
 def count_flops(agent: Agent, sample: Callable[[], dict[str, Any]], loop: str,

@@ -7,7 +7,9 @@ then as many actor-critic updates from posteriors of fresh batches encoded witho
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, get_args
 
 import torch
@@ -33,24 +35,37 @@ def select_starts(post: dict[str, Tensor], imag_starts: str) -> dict[str, Tensor
     raise ValueError(f"imag_starts must be one of {IMAG_STARTS}, got {imag_starts!r}")
 
 
+Phase = Callable[[str], AbstractContextManager[Any]]
+
+
+def untimed(name: str) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 def run_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, loop: str,
-                imag_starts: str) -> dict[str, float]:
+                imag_starts: str, phase: Phase = untimed) -> dict[str, float]:
     """Run `count` updates with `loop`; returns metrics averaged over them ("train/nonfinite":
-    skipped optimiser steps per update)."""
+    skipped optimiser steps per update). `phase(name)` wraps each "world_model" and
+    "actor_critic" half (sampling included): the timing hook of benchmarks/bench_update.py."""
     records: list[dict[str, Tensor]] = []
+    sequences = imag_starts == "all"
     if loop == "coupled":
         for _ in range(count):
-            metrics, post = agent.update_world_model(sample())
+            with phase("world_model"):
+                metrics, post = agent.update_world_model(sample())
             records.append(metrics)
-            records.append(agent.update_actor_critic(select_starts(post, imag_starts),
-                                                     sequences=imag_starts == "all"))
+            with phase("actor_critic"):
+                records.append(agent.update_actor_critic(select_starts(post, imag_starts),
+                                                         sequences=sequences))
     elif loop == "sample_starts":
         for _ in range(count):
-            records.append(agent.update_world_model(sample())[0])
+            with phase("world_model"):
+                records.append(agent.update_world_model(sample())[0])
         for _ in range(count):
-            starts = agent.encode_starts(sample())
-            records.append(agent.update_actor_critic(select_starts(starts, imag_starts),
-                                                     sequences=imag_starts == "all"))
+            with phase("actor_critic"):
+                starts = agent.encode_starts(sample())
+                records.append(agent.update_actor_critic(select_starts(starts, imag_starts),
+                                                         sequences=sequences))
     else:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     return mean_metrics(records, count)
