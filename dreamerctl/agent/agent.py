@@ -43,6 +43,7 @@ Metrics = dict[str, Tensor]
 OPENLOOP_SEQUENCES = 6
 # run.compile: torch.compile modes for the loss computations ("off": eager).
 COMPILE_MODES = get_args(RunConfig.model_fields["compile"].annotation)
+PRECISIONS = get_args(RunConfig.model_fields["precision"].annotation)  # run.precision
 
 
 def to_cpu(tree: Any) -> Any:
@@ -81,12 +82,14 @@ class Agent(nn.Module):
                  ac: ActorCriticConfig, train: TrainConfig, device: torch.device | str = "cpu",
                  precision: str = "fp32", compile: str = "off") -> None:
         super().__init__()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        # The choices are the schema's; a config has been validated against them already, a
+        # direct caller gets the same one-line refusal.
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
         self.device = torch.device(device)  # resolved by the caller (run/device.py)
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)  # "auto": fp32 or bf16 here
         self.act_space = act_space
         self.train_config = train
         self.horizon = ac.horizon
@@ -117,11 +120,9 @@ class Agent(nn.Module):
     def from_config(cls, obs_space: dict[str, Space], act_space: ActSpace, config: Config,
                     device: torch.device | str = "cpu", compile: str | None = None) -> Agent:
         """The agent a resolved config describes (its model, recipe, precision and compile
-        mode; `compile` overrides the latter; run.precision `auto` is resolved for `device`)
-        for these spaces: how every caller builds one."""
-        device = torch.device(device)
+        mode; `compile` overrides the latter) for these spaces: how every caller builds one."""
         return cls(obs_space, act_space, config.world_model, config.actor_critic, config.train,
-                   device=device, precision=resolve_precision(config.run.precision, device),
+                   device=device, precision=config.run.precision,
                    compile=config.run.compile if compile is None else compile)
 
     @property
