@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -101,6 +103,27 @@ class Terminated(KeyboardInterrupt):
     seen = False
 
 
+# What an option without a metavar shows in --help, by its annotation. Typer (0.29) shows the
+# Python type otherwise (`--json <bool>`, `--episodes <int range>`, `--logdir <path>`); a flag
+# takes no value, so it shows none.
+METAVARS = {bool: "", int: "N", float: "X", str: "TEXT", Path: "PATH"}
+
+
+def plain_metavars(command: Any) -> Any:
+    """Give every option of `command` and its subcommands without a metavar the plain one of
+    METAVARS; returns `command`."""
+    for sub in getattr(command, "commands", {}).values():
+        plain_metavars(sub)
+    for param in command.params:
+        descriptor = getattr(param, "type_descriptor", None)
+        if param.param_type_name != "option" or param.metavar is not None or descriptor is None:
+            continue
+        kind = bool if param.is_flag else descriptor.annotation
+        if kind in METAVARS:
+            param.metavar = METAVARS[kind]
+    return command
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (SPEC §6: 0, 1, 2, 130)."""
     if "--debug" in (argv if argv is not None else sys.argv[1:]):
@@ -108,7 +131,8 @@ def run(argv: list[str] | None = None) -> int:
     setup_logging(debug_enabled())
     terminate_like_ctrl_c()
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="dreamerctl")
+        command = plain_metavars(typer.main.get_command(app))
+        result = command(args=argv, standalone_mode=False, prog_name="dreamerctl")
         if result == 130:  # typer turns Ctrl-C (and our SIGTERM) into a bare exit code 130
             return fail("interrupted by SIGTERM" if Terminated.seen else "interrupted", 130)
         return result if isinstance(result, int) else 0

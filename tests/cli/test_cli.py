@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,11 @@ def test_help_shows_every_option_text_whole(command: str) -> None:
         text = getattr(param, "help", None)
         if text:
             assert " ".join(text.replace("\\[", "[").split()) in shown, param.name
+    # No Python types where a person reads an option's metavar (`--json <bool>`, `<int range>`,
+    # `<path>`); the --help line is Typer's own (as are the arguments' type labels).
+    types = [line for line in result.stdout.splitlines()
+             if re.search(r"--[a-z].*<(bool|int|float|str|path)", line) and "--help" not in line]
+    assert not types, types
 
 
 def test_no_arguments_prints_help_and_succeeds() -> None:
