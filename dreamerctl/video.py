@@ -9,6 +9,7 @@ interrupted run never leaves a half-written video under the final name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -356,7 +357,9 @@ def side_by_side(frames: list[np.ndarray], height: int,
     return np.concatenate(parts, axis=1)
 
 
+@functools.cache
 def text_font(size: int) -> Any:
+    """Pillow's default font at `size` px, loaded once per size (labels go on every frame)."""
     from PIL import ImageFont
 
     try:

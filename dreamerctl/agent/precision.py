@@ -2,9 +2,10 @@
 it natively and fp32 elsewhere (issue 24).
 
 Natively means a CUDA device that supports bf16, or a CPU with AMX (`amx_bf16`) or AVX512-BF16
-(`avx512_bf16`). There bf16 pays: on one Xeon core with AMX a `vision_cpu` update takes 0.54 s
-against 0.76 s in fp32, and the bf16 matmul peak is 4.2x the fp32 one on an AMD EPYC with
-AVX512-BF16 (benchmarks/RESULTS.md). Without them bf16 is emulated and slower than fp32.
+(`avx512_bf16`). There bf16 pays: on one core of a Xeon with AMX a `vision_cpu` update takes
+0.54 s against 0.76 s in fp32 (benchmarks/RESULTS.md); an AMD EPYC with AVX512-BF16 and no AMX
+measured a bf16 matmul peak 4.2x its fp32 one (issue 24, an earlier session). Without either,
+bf16 is emulated and slower than fp32.
 """
 
 from __future__ import annotations

@@ -178,7 +178,6 @@ def prepare_output(output: Path, overwrite: bool, append: bool = False) -> int:
     return first
 
 
-
 @dataclass(frozen=True)
 class RecordRequest:
     """What `dreamerctl record` is asked to do (its options, resolved)."""

@@ -105,7 +105,8 @@ def read_run(run_dir: Path) -> Run:
     scores = rundir.read_records(run_dir / rundir.SCORES, repeat)
     for key in ("episode/score", "episode/length"):
         series[key] = xy(scores, key)
-    metrics = rundir.read_records(run_dir / rundir.METRICS, repeat)
+    metrics = rundir.read_jsonl(run_dir / rundir.METRICS)
+    counted_frames = rundir.with_counts(metrics, repeat)  # a run of dreamerctl 0.1.0
     keys = sorted({key for record in metrics for key, value in record.items()
                    if key not in ("step", "frames") and isinstance(value, int | float)})
     for key in keys:
@@ -115,7 +116,7 @@ def read_run(run_dir: Path) -> Run:
         for key in ("mean", "ci95_low", "ci95_high"):
             series[f"eval/{key}"] = xy(evals, key)
     # Open-loop videos are named by agent step; dreamerctl 0.1.0 named them by env frames.
-    per = repeat if rundir.counts_frames(run_dir / rundir.METRICS) else 1
+    per = repeat if counted_frames else 1
     videos = sorted((video_number(path) // per, path)
                     for path in (run_dir / "openloop").glob("openloop_*.mp4"))
     return Run(run_dir, task, config, series, videos)

@@ -171,21 +171,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_records(path: Path, action_repeat: int) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl, scores.jsonl or eval.jsonl, each with `step` in agent steps
-    and `frames` in env frames (issue 23). Runs of dreamerctl 0.1.0 counted `step` in env frames
-    and had no `frames` (eval.jsonl kept the agent step as `agent_step`): those are read as the
-    same two counts."""
-    records = read_jsonl(path)
+def with_counts(records: list[dict[str, Any]], action_repeat: int) -> bool:
+    """Give every record of metrics.jsonl, scores.jsonl or eval.jsonl `step` in agent steps and
+    `frames` in env frames (issue 23), in place. Runs of dreamerctl 0.1.0 counted `step` in env
+    frames and had no `frames` (eval.jsonl kept the agent step as `agent_step`): those are read
+    as the same two counts. Returns whether any record was of that kind (then the run's
+    open-loop videos are named by env frames too)."""
+    old = False
     for record in records:
         if "frames" not in record and isinstance(record.get("step"), int | float):
             frames = record["step"]
             record["step"] = record.pop("agent_step", int(frames) // max(action_repeat, 1))
             record["frames"] = frames
+            old = True
+    return old
+
+
+def read_records(path: Path, action_repeat: int) -> list[dict[str, Any]]:
+    """read_jsonl, with_counts."""
+    records = read_jsonl(path)
+    with_counts(records, action_repeat)
     return records
-
-
-def counts_frames(path: Path) -> bool:
-    """Whether a run's metrics.jsonl is of the old kind whose `step` counted env frames (then its
-    open-loop videos are named by env frames too)."""
-    return any("frames" not in r and "step" in r for r in read_jsonl(path))

@@ -26,9 +26,10 @@ log = logging.getLogger("dreamerctl")
 # the gym model, 0.66M, against `small`, 17.9M; RESULTS, "Threads").
 SMALL_MODEL = 3_000_000
 # Convolutions over batches of 64x64 images are longer ops than a vector model's of the same
-# size: the ~2M-parameter `vision_cpu` update takes 629 ms on one thread and 446 ms on two
-# (one Xeon with AMX, 2 cores, bf16, alone). The debug preset's 0.1M pixel model is not: beside
-# two busy processes its 200-step Pong run took 232 s on two threads and 19 s on one.
+# size: the ~2M-parameter `vision_cpu` update took 629 ms on one thread and 446 ms on two
+# (one Xeon with AMX, 2 cores, bf16, with two other runs paused). The debug preset's 0.1M pixel
+# model is not: beside two busy processes its 200-step Pong run took 232 s on two threads and
+# 19 s on one. The cut at 0.5M lies between the two measured models; it is not itself measured.
 SMALL_CONV_MODEL = 500_000
 CGROUP = Path("/sys/fs/cgroup")
 

@@ -20,6 +20,7 @@ import signal
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ class Trainer:
     def restore(self, payload: Payload, keep_replay: bool) -> None:
         self.agent.load_state(payload.agent)
         self.step = payload.step
-        self.counters = Counters(**{**payload.runner.__dict__, "world_size": self.world.size})
+        self.counters = replace(payload.runner, world_size=self.world.size)
         self.clock.remainder = payload.runner.clock_remainder
         loaded = 0
         if keep_replay:
@@ -425,12 +426,12 @@ class Trainer:
         self.world.broadcast_state(self.agent)
 
     def write_checkpoint(self, parts: list[dict[str, Any]]) -> bool:
-        self.counters.clock_remainder = self.clock.remainder
         payload = Payload(
             task=self.task, step=self.step, frames=self.frames,
             obs_space=self.envs.obs_space, act_space=self.envs.act_space,
             config=config_to_dict(self.config), agent=self.agent.save_state(),
-            runner=self.counters, replay=parts[0]["replay"], rng=parts[0]["rng"],
+            runner=replace(self.counters, clock_remainder=self.clock.remainder),
+            replay=parts[0]["replay"], rng=parts[0]["rng"],
             saved_at=time.time(),
             # rank r's replay sampler, RNG states and digest
             ranks=parts if self.world.distributed else None)
