@@ -22,6 +22,7 @@ from dreamerctl.agent.behavior import (
     actor_loss,
     critic_loss,
     imagine,
+    replay_boot,
     replay_value_loss,
 )
 from dreamerctl.agent.optim import Optimizer, frozen
@@ -44,6 +45,8 @@ OPENLOOP_SEQUENCES = 6
 # run.compile: torch.compile modes for the loss computations ("off": eager).
 COMPILE_MODES = get_args(RunConfig.model_fields["compile"].annotation)
 PRECISIONS = get_args(RunConfig.model_fields["precision"].annotation)  # run.precision
+# train.imag_starts: which replayed states the actor-critic imagines from.
+IMAG_STARTS: tuple[str, ...] = get_args(TrainConfig.model_fields["imag_starts"].annotation)
 
 
 def to_cpu(tree: Any) -> Any:
@@ -64,6 +67,16 @@ def host_array(value: Any) -> np.ndarray:
     if array.flags.writeable and all(stride >= 0 for stride in array.strides):
         return array
     return np.array(array, order="C", copy=True)
+
+
+def select_starts(post: dict[str, Tensor], imag_starts: str) -> dict[str, Tensor]:
+    """"all": every (B, T) posterior state (B*T starts once flattened); "last": the last step
+    of each sequence, (B, ...)."""
+    if imag_starts == "all":
+        return post
+    if imag_starts == "last":
+        return {key: value[:, -1] for key, value in post.items()}
+    raise ValueError(f"imag_starts must be one of {IMAG_STARTS}, got {imag_starts!r}")
 
 
 def flatten_starts(starts: dict[str, Tensor]) -> State:
@@ -235,8 +248,10 @@ class Agent(nn.Module):
         metrics, starts = self.update_world_model(batch)
         return {key: float(value) for key, value in metrics.items()}, starts
 
-    def update_actor_critic(self, starts: dict[str, Tensor], sequences: bool = False) -> Metrics:
+    def update_actor_critic(self, post: dict[str, Tensor], imag_starts: str = "all"
+                            ) -> Metrics:
         """`train_actor_critic` with metrics left as tensors."""
+        starts = select_starts(post, imag_starts)
         flat = flatten_starts(starts)
         behavior = self.behavior
         # The world model (and the critic, for the actor's loss) only carries gradients
@@ -245,7 +260,7 @@ class Agent(nn.Module):
             traj, a_loss, entropy = self._actor_loss(flat)
             a_norm, a_skipped = self.optimizers["actor"].step(a_loss)
         metrics: Metrics = {}
-        c_loss, r_loss = self._critic_loss(traj, starts, sequences)
+        c_loss, r_loss = self._critic_loss(traj, post, imag_starts)
         if r_loss is not None:
             metrics["train/loss/critic_replay"] = r_loss.detach()
         c_norm, c_skipped = self.optimizers["critic"].step(c_loss)
@@ -282,30 +297,31 @@ class Agent(nn.Module):
             a_loss, entropy = actor_loss(behavior, traj)
         return traj, a_loss, entropy
 
-    def _critic_loss_eager(self, traj: Trajectory, starts: dict[str, Tensor], sequences: bool
+    def _critic_loss_eager(self, traj: Trajectory, post: dict[str, Tensor], imag_starts: str
                            ) -> tuple[Tensor, Tensor | None]:
         behavior = self.behavior
         with self.autocast():
             c_loss = critic_loss(behavior, traj)
-            if behavior.ac.replay_value > 0 and sequences:
-                # Starts are whole (B, T) replay sequences (imag_starts = "all"): the critic
-                # also learns from them, bootstrapped with the returns just imagined.
-                lead = starts["h"].shape[:2]
-                replay = {"feat": self.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}),
-                          "reward": starts["reward"], "cont": starts["cont"],
-                          "last": starts["last"]}
-                r_loss = replay_value_loss(behavior, replay, traj.ret[0].reshape(lead))
+            if behavior.ac.replay_value > 0:
+                # The critic also learns along the replayed (B, T) sequences the starts came
+                # from: real rewards and terminations, bootstrapped as replay_boot says.
+                replay = {"feat": self.wm.rssm.feat({"h": post["h"], "z": post["z"]}),
+                          "reward": post["reward"], "cont": post["cont"],
+                          "last": post["last"]}
+                boot = replay_boot(behavior, replay["feat"], traj.ret[0], imag_starts)
+                r_loss = replay_value_loss(behavior, replay, boot)
                 return c_loss + behavior.ac.replay_value * r_loss, r_loss
         return c_loss, None
 
-    def train_actor_critic(self, starts: dict[str, Tensor], sequences: bool = False
+    def train_actor_critic(self, post: dict[str, Tensor], imag_starts: str = "all"
                            ) -> dict[str, float]:
-        """One actor and one critic update imagined from starts: h (..., D), z (..., K, C) and
-        optionally cont (...), any leading dims (flattened to N starts). `sequences`: the starts
-        are whole replayed (B, T) sequences with their reward, cont and last (imag_starts =
-        "all"), along which the critic also learns when actor_critic.replay_value > 0."""
+        """One actor and one critic update imagined from the replayed posterior `post`: h
+        (B, T, D), z (B, T, K, C), optionally cont (B, T), and the sequences' reward and last
+        (B, T) when actor_critic.replay_value > 0, along which the critic then also learns.
+        imag_starts "all" imagines from every state, "last" from each sequence's last one.
+        With "all" (and no replay loss) any leading dims work: they are flattened to N starts."""
         return {key: float(value)
-                for key, value in self.update_actor_critic(starts, sequences).items()}
+                for key, value in self.update_actor_critic(post, imag_starts).items()}
 
     @torch.no_grad()
     def encode_starts(self, batch: dict[str, Any]) -> dict[str, Tensor]:

@@ -141,12 +141,31 @@ def critic_loss(behavior: Behavior, traj: Trajectory) -> Tensor:
     return (loss * traj.weight).mean()
 
 
+def replay_boot(behavior: Behavior, feat: Tensor, start_ret: Tensor, imag_starts: str
+                ) -> Tensor:
+    """The value estimates (B, T) that the replay targets bootstrap with, no gradient.
+
+    feat (B, T, F): the replayed posterior; start_ret: R_0 imagined from each start, (B * T,)
+    for imag_starts "all", (B,) for "last". "all": the imagined return from every state (the
+    2024 code). "last": only the last state was imagined from; the others bootstrap with the
+    critic's own value V(s_t), i.e. TD(lambda) along the real sequence, so that the critic
+    learns from every replayed step (real terminations included) at the cost of one critic
+    pass over B x T states, not from its B imagined starts alone.
+    """
+    lead = feat.shape[:2]
+    if imag_starts == "all":
+        return start_ret.detach().reshape(lead)
+    with torch.no_grad():
+        value = behavior.value(feat[:, :-1]).mean()
+    return torch.cat([value, start_ret.detach().reshape(lead[0], 1).to(value.dtype)], 1)
+
+
 def replay_value_loss(behavior: Behavior, replay: dict[str, Tensor], boot: Tensor) -> Tensor:
     """The critic's loss on the replay sequences its imagination started from (the 2024
     DreamerV3 code's `repval`), scalar.
 
     replay: feat (B, T, F) of the posterior, reward, cont = 1 - is_terminal and last = is_last
-    (B, T); boot (B, T): the imagined lambda-return from each of those states. Targets are
+    (B, T); boot (B, T): the value estimate of each of those states (`replay_boot`). Targets are
     lambda-returns along the real sequence (real rewards and terminations, bootstrapped with
     `boot`), so values learn what happened in the data over up to T steps rather than only the
     15 imagined ones. Two-hot cross-entropy plus slow_reg x toward the slow critic, at steps

@@ -15,24 +15,15 @@ from typing import Any, get_args
 import torch
 from torch import Tensor
 
-from dreamerctl.agent.agent import Agent
+from dreamerctl.agent.agent import IMAG_STARTS, Agent, select_starts
 from dreamerctl.config.schema import TrainConfig
+
+__all__ = ["IMAG_STARTS", "LOOPS", "mean_metrics", "run_updates", "select_starts"]
 
 # The choices are the schema's (config/schema.py): validated there, named here for tests.
 LOOPS: tuple[str, ...] = get_args(TrainConfig.model_fields["loop"].annotation)
-IMAG_STARTS: tuple[str, ...] = get_args(TrainConfig.model_fields["imag_starts"].annotation)
 # Summed per update rather than averaged over the calls that make one update.
 SUMMED = ("train/nonfinite",)
-
-
-def select_starts(post: dict[str, Tensor], imag_starts: str) -> dict[str, Tensor]:
-    """"all": every (B, T) posterior state (B*T starts once flattened); "last": the last step
-    of each sequence, (B, ...)."""
-    if imag_starts == "all":
-        return post
-    if imag_starts == "last":
-        return {key: value[:, -1] for key, value in post.items()}
-    raise ValueError(f"imag_starts must be one of {IMAG_STARTS}, got {imag_starts!r}")
 
 
 Phase = Callable[[str], AbstractContextManager[Any]]
@@ -48,24 +39,21 @@ def run_updates(agent: Agent, sample: Callable[[], dict[str, Any]], count: int, 
     skipped optimiser steps per update). `phase(name)` wraps each "world_model" and
     "actor_critic" half (sampling included): the timing hook of benchmarks/bench_update.py."""
     records: list[dict[str, Tensor]] = []
-    sequences = imag_starts == "all"
     if loop == "coupled":
         for _ in range(count):
             with phase("world_model"):
                 metrics, post = agent.update_world_model(sample())
             records.append(metrics)
             with phase("actor_critic"):
-                records.append(agent.update_actor_critic(select_starts(post, imag_starts),
-                                                         sequences=sequences))
+                records.append(agent.update_actor_critic(post, imag_starts))
     elif loop == "sample_starts":
         for _ in range(count):
             with phase("world_model"):
                 records.append(agent.update_world_model(sample())[0])
         for _ in range(count):
             with phase("actor_critic"):
-                starts = agent.encode_starts(sample())
-                records.append(agent.update_actor_critic(select_starts(starts, imag_starts),
-                                                         sequences=sequences))
+                records.append(agent.update_actor_critic(agent.encode_starts(sample()),
+                                                         imag_starts))
     else:
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     return mean_metrics(records, count)

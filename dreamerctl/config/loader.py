@@ -142,29 +142,7 @@ def build_config(
     for name in presets:
         path = resolve_preset(name)
         merge(tree, read_toml(path), sources, str(path))
-    config = apply_overrides(tree, overrides, sources)
-    check_combination(config, sources)
-    return config
-
-
-def check_combination(config: Config, sources: dict[str, str]) -> None:
-    """Refuse settings that are each valid but do not work together."""
-    problem = combination_problem(config, sources)
-    if problem:
-        raise UsageError(problem)
-
-
-def combination_problem(config: Config, sources: dict[str, str]) -> str | None:
-    """Why the settings of `config` do not work together, or None when they do."""
-    replay_value, starts = config.actor_critic.replay_value, config.train.imag_starts
-    if replay_value > 0 and starts != "all":
-        return (
-            f"actor_critic.replay_value = {replay_value} (from "
-            f"{source_of('actor_critic.replay_value', sources)}) needs train.imag_starts = "
-            f"\"all\", got {starts!r} (from {source_of('train.imag_starts', sources)}): the "
-            "critic's replay loss runs along whole replayed sequences; set "
-            "actor_critic.replay_value=0")
-    return None
+    return apply_overrides(tree, overrides, sources)
 
 
 def apply_overrides(
@@ -190,20 +168,13 @@ def saved_config(saved: Tree, origin: str, overrides: Sequence[Override] = ()) -
 
     Fields added to dreamerctl after it was written take their values from the `default`
     preset, which keeps a new field's default at the old behaviour; unknown (removed or renamed)
-    fields stay errors that name `origin`. The saved settings are not re-judged for combinations
-    refused since (old runs still load), but an override may not break one that holds."""
+    fields stay errors that name `origin`."""
     sources: dict[str, str] = {}
     tree: Tree = {}
     default = resolve_preset("default")
     merge(tree, read_toml(default), sources, f"{default}, for a field newer than {origin}")
     merge(tree, copy.deepcopy(saved), sources, origin)
-    if not overrides:
-        return validate(tree, sources)
-    held = combination_problem(validate(copy.deepcopy(tree), sources), sources) is None
-    config = apply_overrides(tree, overrides, sources)
-    if held:
-        check_combination(config, sources)
-    return config
+    return apply_overrides(tree, overrides, sources)
 
 
 def validate(tree: Tree, sources: dict[str, str] | None = None) -> Config:

@@ -99,14 +99,13 @@ def test_dmc_debug_run(tmp_path: Path) -> None:
 
 def test_both_loops_and_start_modes_train(tmp_path: Path) -> None:
     for loop, starts in [("sample_starts", "all"), ("coupled", "last")]:
-        # The critic's replay loss (on in the gym preset) needs all starts.
-        replay_value = 0.3 if starts == "all" else 0.0
         run_dir = train(tmp_path, "gym_Pendulum-v1", f'train.loop="{loop}"',
-                        f'train.imag_starts="{starts}"',
-                        f"actor_critic.replay_value={replay_value}", steps=60)
+                        f'train.imag_starts="{starts}"', "actor_critic.replay_value=0.3",
+                        steps=60)
         metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
         assert metrics[-1]["train/updates"] > 0
         assert np.isfinite(metrics[-1]["train/loss/actor"])
+        assert np.isfinite(metrics[-1]["train/loss/critic_replay"])
 
 
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
