@@ -150,7 +150,8 @@ class ActorCriticConfig(Section):
     slow_reg: float = Field(ge=0)
     replay_value: float = Field(
         ge=0, description="Scale of the critic's loss on replay sequences (0: off, the 2023 "
-        "recipe; 0.3 in the 2024 code). Needs train.imag_starts = \"all\"."
+        "recipe; 0.3 in the 2024 code). Its targets bootstrap with the imagined returns "
+        "(imag_starts \"all\") or with the critic's own values (\"last\")."
     )
     retnorm_decay: float = Field(ge=0, lt=1)
     retnorm_low: float = Field(ge=0, le=1)
