@@ -60,7 +60,7 @@ def test_compiled_losses_and_gradients_match_eager(agents: tuple[Agent, Agent]) 
             a_loss.backward()
         actor_grads = grads(agent.behavior.actor)
         agent.behavior.zero_grad(set_to_none=True)
-        c_loss, r_loss = agent._critic_loss(traj, starts, True)  # whole sequences
+        c_loss, r_loss = agent._critic_loss(traj, starts, "all")
         c_loss.backward()
         critic_grads = grads(agent.behavior.critic)
         agent.behavior.zero_grad(set_to_none=True)
