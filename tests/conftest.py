@@ -1,10 +1,23 @@
-"""Shared fixtures: every test gets a private logdir."""
+"""Shared fixtures: every test gets a private logdir; under pytest-xdist each worker's torch
+uses its share of the cores."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With N xdist workers on C usable cores, torch in each worker uses C // N threads (at
+    least 1): the workers' own OpenMP threads would otherwise wait for each other (issue 24)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        torch.set_num_threads(max(1, cores // workers))
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,8 @@ Natively means a CUDA device that supports bf16, or a CPU with AMX (`amx_bf16`) 
 (`avx512_bf16`). There bf16 pays: on one core of a Xeon with AMX a `vision_cpu` update takes
 0.54 s against 0.76 s in fp32 (benchmarks/RESULTS.md); an AMD EPYC with AVX512-BF16 and no AMX
 measured a bf16 matmul peak 4.2x its fp32 one (issue 24, an earlier session). Without either,
-bf16 is emulated and slower than fp32.
+bf16 is emulated: on an AVX2-only AMD EPYC (Zen 3) a bf16 matrix product ran at ~1 GFLOP/s,
+60x slower than fp32, so an explicit `bf16` there is warned about.
 """
 
 from __future__ import annotations
@@ -33,16 +34,26 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def native_cpu_flags() -> list[str]:
+    """Which of BF16_CPU_FLAGS this CPU has."""
+    flags = cpu_flags()
+    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp32 or bf16 for `precision` on `device` (see the module docstring); `auto` says what it
     chose and why in the log."""
+    if precision == "bf16" and device.type == "cpu" and not native_cpu_flags():
+        log.warning("run.precision bf16 on a CPU with neither %s: bf16 is emulated here, "
+                    "matrix products run tens of times slower than fp32 (run.precision=auto "
+                    "picks fp32)", " nor ".join(BF16_CPU_FLAGS))
     if precision != "auto":
         return precision
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
         reason = f"{torch.cuda.get_device_name(device)} {'has' if native else 'lacks'} bf16"
     else:
-        flags = [flag for flag in BF16_CPU_FLAGS if flag in cpu_flags()]
+        flags = native_cpu_flags()
         native = bool(flags)
         reason = f"the CPU has {' and '.join(flags)}" if flags else "the CPU has neither " \
             f"{' nor '.join(BF16_CPU_FLAGS)}"

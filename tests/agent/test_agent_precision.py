@@ -107,6 +107,13 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_in_it(
         config = debug_config('run.precision="auto"')
         agent = Agent.from_config(OBS_KINDS["vector"], ActSpace(True, 3), config)
         assert agent.precision == expected
+    # An explicit bf16 stays bf16, with a warning where the CPU only emulates it.
+    for flags, emulated in [(cases[0][0], False), (cases[2][0], True)]:
+        cpuinfo.write_text("processor\t: 0\n" + flags)
+        with caplog.at_level(logging.INFO, logger="dreamerctl"):
+            caplog.clear()
+            assert precision.resolve_precision("bf16", cpu) == "bf16"
+        assert ("bf16 is emulated here" in caplog.text) == emulated
     cpuinfo.unlink()
     assert precision.resolve_precision("auto", cpu) == "fp32"  # no flags to read: fp32
     assert precision.resolve_precision("bf16", cpu) == "bf16"  # the explicit choices stay
