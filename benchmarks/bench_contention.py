@@ -129,7 +129,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine() -> str:
-    from bench_update import cpu_model
+    from benchio import cpu_model
 
     return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 

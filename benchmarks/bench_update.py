@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import platform
 import resource
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from benchio import cpu_model, write_result  # this folder, first on sys.path as a script
 
 from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.loops import run_updates
@@ -161,17 +159,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048,
     return 2 * side**3 * count / (time.perf_counter() - start)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
@@ -234,11 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # Against the peak of the precision the update ran in.
             "peak_fraction": achieved / peaks[agent.precision],
         })
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        for key, value in result.items():
-            sys.stdout.write(f"{key:>18}: {value}\n")
+    write_result(result, args.json)
     return result
 
 

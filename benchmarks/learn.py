@@ -170,7 +170,7 @@ def machine(threads: int) -> str:
     """The machine, with the torch threads of each training process (`threads`, or torch's
     default under this environment's OMP_NUM_THREADS when 0)."""
     import torch
-    from bench_update import cpu_model  # this folder is on sys.path when run as a script
+    from benchio import cpu_model  # this folder is on sys.path when run as a script
 
     threads = threads or torch.get_num_threads()
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "

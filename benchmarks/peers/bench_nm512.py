@@ -22,8 +22,6 @@ import argparse
 import contextlib
 import functools
 import importlib
-import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,6 +34,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+# benchmarks/benchio.py: no dreamerctl import, so it loads in the peer's venv.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchio import cpu_model, write_result
 
 PEER = "NM512/dreamerv3-torch"
 ACTION_DIM = 6  # walker's action size
@@ -162,17 +164,6 @@ def git_commit(repo: Path) -> str | None:
     return out.stdout.strip()
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def shapes(config: argparse.Namespace) -> dict[str, Any]:
     return {
         "image": [*config.size, 3], "action_dim": config.num_actions,
@@ -242,11 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "shapes": shapes(config),
         "timed": "Dreamer._train(batch) on a prepared numpy batch (no sampling)",
     }
-    if args.json:
-        sys.stdout.write(json.dumps(result) + "\n")
-    else:
-        for key, value in result.items():
-            sys.stdout.write(f"{key:>16}: {value}\n")
+    write_result(result, args.json)
     return result
 
 
