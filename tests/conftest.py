@@ -1,9 +1,10 @@
 """Shared fixtures: every test gets a private logdir; under pytest-xdist each worker's torch
-uses its share of the cores."""
+uses its share of the cores; Ctrl-C reaches the CLI processes the tests start."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,13 @@ import pytest
 
 def pytest_configure(config: pytest.Config) -> None:
     """With N xdist workers on C usable cores, torch in each worker uses C // N threads (at
-    least 1): the workers' own OpenMP threads would otherwise wait for each other (issue 24)."""
+    least 1): the workers' own OpenMP threads would otherwise wait for each other (issue 24).
+
+    A shell starts a background job (`pytest ... &`, `nohup`) with SIGINT ignored, and a
+    child keeps an ignored signal: the Ctrl-C tests of `record` and `eval` would then test
+    nothing but the shell. Catching SIGINT here gives every child the default disposition."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch
