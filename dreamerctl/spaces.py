@@ -18,6 +18,9 @@ import numpy as np
 FLAGS = ("is_first", "is_last", "is_terminal")
 STEP_KEYS = ("reward", *FLAGS)  # what every env step carries besides its observation keys
 TRAIN_KEYS = ("action", *STEP_KEYS)  # ... and what a replayed step adds for training
+# How a trained agent acts (`--mode`, `Agent.act`): sample its policy, as DreamerV3 evaluates, or
+# take the policy's mode.
+ACT_MODES = ("sample", "greedy")
 
 # (shape, dtype) of one key of a step record, as the replay stores it.
 KeySpaces = dict[str, tuple[tuple[int, ...], str]]

@@ -36,7 +36,7 @@ from dreamerctl.config.schema import (
     TrainConfig,
     WorldModelConfig,
 )
-from dreamerctl.spaces import TRAIN_KEYS, ActSpace, Space
+from dreamerctl.spaces import ACT_MODES, TRAIN_KEYS, ActSpace, Space
 
 log = logging.getLogger("dreamerctl.agent")
 
@@ -204,8 +204,8 @@ class Agent(nn.Module):
                mode: str = "sample") -> tuple[np.ndarray, dict[str, Tensor]]:
         """Actions (N, A) float32 for N envs and the new carry. Resets the carry where
         obs["is_first"]; mode "greedy" takes the policy's mode."""
-        if mode not in ("sample", "greedy"):
-            raise ValueError(f"mode must be sample or greedy, got {mode!r}")
+        if mode not in ACT_MODES:
+            raise ValueError(f"mode must be one of {ACT_MODES}, got {mode!r}")
         data = self.tensors(obs, (*self.wm.keys, "is_first"))
         if state is None:
             state = self.initial_state(len(data["is_first"]))

@@ -14,6 +14,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dreamerctl.spaces import ACT_MODES
+
+MODE_METAVAR = "|".join(ACT_MODES)  # --mode of eval, record and compare
+
 # Results go to stdout; progress, logs and errors go to stderr (SPEC §6).
 out = Console(soft_wrap=True)
 if not out.is_terminal:

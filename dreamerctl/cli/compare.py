@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import logdir_or_default, print_rows
+from dreamerctl.cli.common import MODE_METAVAR, logdir_or_default, print_rows
 
 COLUMNS = ["path", "task", "step", "episodes", "mean", "std", "min", "max", "ci95_low",
            "ci95_high"]
@@ -21,7 +21,7 @@ def compare(
     seed: int = typer.Option(0, "--seed", metavar="N", help="The same seeds for every checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of rows."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV: a header and one line per row."),
-    mode: str = typer.Option("sample", "--mode", metavar="sample|greedy", help="sample | greedy."),
+    mode: str = typer.Option("sample", "--mode", metavar=MODE_METAVAR, help="sample | greedy."),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
     device: str = typer.Option(
         "auto", "--device", metavar="auto|cpu|cuda",

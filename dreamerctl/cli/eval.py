@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import agent_options, logdir_or_default, print_json, print_rows
+from dreamerctl.cli.common import (
+    MODE_METAVAR,
+    agent_options,
+    logdir_or_default,
+    print_json,
+    print_rows,
+)
 
 COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", "ci95_high",
            "mean_length"]
@@ -33,7 +39,7 @@ def evaluate(
         help="Seed of the evaluation envs and policy.",
     ),
     mode: str | None = typer.Option(
-        None, "--mode", metavar="sample|greedy",
+        None, "--mode", metavar=MODE_METAVAR,
         help="sample (as DreamerV3 evaluates) | greedy \\[default: sample]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import agent_options, logdir_or_default, print_line
+from dreamerctl.cli.common import MODE_METAVAR, agent_options, logdir_or_default, print_line
 
 
 def record(
@@ -49,7 +49,7 @@ def record(
         "go on after its last episode).",
     ),
     mode: str | None = typer.Option(
-        None, "--mode", metavar="sample|greedy", help="sample | greedy \\[default: sample]."
+        None, "--mode", metavar=MODE_METAVAR, help="sample | greedy \\[default: sample]."
     ),
     logdir: Path | None = typer.Option(None, "--logdir", help="Where 'latest' looks."),
     device: str | None = typer.Option(

@@ -11,7 +11,7 @@ from dreamerctl.config import Config, EnvConfig, saved_config
 from dreamerctl.errors import DreamerError, RunError, UsageError
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import Payload, read_meta, read_payload
-from dreamerctl.spaces import ActSpace, Space
+from dreamerctl.spaces import ACT_MODES, ActSpace, Space
 
 if TYPE_CHECKING:
     from dreamerctl.agent.agent import Agent
@@ -203,5 +203,5 @@ def random_agent_setup(checkpoint: str, logdir: Path,
 
 
 def check_mode(mode: str) -> None:
-    if mode not in ("sample", "greedy"):
-        raise UsageError(f"unknown --mode '{mode}': use sample or greedy")
+    if mode not in ACT_MODES:
+        raise UsageError(f"unknown --mode '{mode}': use {' or '.join(ACT_MODES)}")
