@@ -55,6 +55,8 @@ def test_updates_and_acting(make_agent: MakeAgent, make_batch: MakeBatch, obs: s
     batch = make_batch(agent)
     metrics = run_updates(agent, lambda: batch, 1, "coupled", "all")
     keys = {"image", "vector"} & set(agent.wm.keys)
+    if agent.behavior.ac.replay_value > 0:  # the gym preset under debug has the replay loss
+        keys.add("critic_replay")
     assert set(metrics) == METRICS | {f"train/loss/{k}" for k in WM_LOSSES | keys}
     assert all(math.isfinite(v) for v in metrics.values())
     _, post = agent.train_world_model(batch)
@@ -116,7 +118,8 @@ def test_actor_critic_never_touches_the_world_model(make_agent: MakeAgent, make_
 
 
 def test_start_shapes(make_agent: MakeAgent, make_batch: MakeBatch) -> None:
-    agent = make_agent("vector")
+    # Without the critic's replay loss, which needs the replayed rewards and flags.
+    agent = make_agent("vector", overrides=("actor_critic.replay_value=0",))
     starts = agent.encode_starts(make_batch(agent, batch=3, length=5))
     assert starts["h"].shape == (3, 5, 32) and starts["z"].shape == (3, 5, 4, 4)
     last = select_starts(starts, "last")
@@ -227,7 +230,7 @@ def test_nonfinite_steps_are_skipped(make_agent: MakeAgent, make_batch: MakeBatc
         for key, value in state.items():
             assert torch.equal(after[index][key], value), (index, key)
     behavior = snapshot(agent.behavior)
-    broken = {"h": torch.full_like(post["h"], np.nan), "z": post["z"]}
+    broken = dict(post, h=torch.full_like(post["h"], np.nan))
     assert agent.train_actor_critic(broken)["train/nonfinite"] == 2  # actor and critic
     assert agent.nonfinite_runs == {"world_model": 2, "actor": 1, "critic": 1}
     assert agent.consecutive_nonfinite == 2  # the longest run of any one optimiser
