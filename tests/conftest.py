@@ -15,7 +15,7 @@ def pytest_configure(config: pytest.Config) -> None:
     least 1): the workers' own OpenMP threads would otherwise wait for each other (issue 24).
 
     A shell starts a background job (`pytest ... &`, `nohup`) with SIGINT ignored, and a
-    child keeps an ignored signal: the Ctrl-C tests of `record` and `eval` would then test
+    child keeps an ignored signal: the Ctrl-C tests of `record` would then test
     nothing but the shell. Catching SIGINT here gives every child the default disposition."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
