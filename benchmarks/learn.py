@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dreamerctl.errors import RunError
 from dreamerctl.fsutil import atomic_write_text
+from dreamerctl.run import report
+
+# Training-episode returns are averaged over the episodes that ended in the env frames up to each
+# evaluated point, in bins of this width: the official score files' protocol
+# (dreamerctl/data/README.md), so that a row compares with the official curve at the same frames.
+BIN_FRAMES = 10_000
 
 
 @dataclass
@@ -224,7 +231,46 @@ def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
                          f"{point.train_s / 60:.1f} min of training.")
     passed = sum(point is not None for point in met)
     lines += ["", f"**{passed} of {len(curves)} seeds met the threshold.**"]
+    lines += training_returns(args, curves)
     return "\n".join(lines)
+
+
+def training_returns(args: argparse.Namespace, curves: list[Curve]) -> list[str]:
+    """A table of training-episode returns at each evaluated point, one row per seed, and the
+    official DreamerV3 curve at the same env frames where it published one (DMC, Atari100k).
+    Read from the run directories' scores.jsonl; empty where no run directory can be read."""
+    runs: dict[int, report.Run] = {}
+    for curve in curves:
+        try:
+            runs[curve.seed] = report.read_run(Path(curve.run_dir))
+        except (RunError, OSError):
+            continue
+    if not runs:
+        return []
+    first = next(iter(runs.values()))
+    repeat = int(first.config.get("env.action_repeat", 1))
+    steps = sorted({p.step for c in curves for p in c.points})
+    frames = [s * repeat for s in steps]
+    lines = ["", f"Training-episode return (the policy sampling as it collects: the official "
+             f"protocol), mean of the episodes that ended in the {BIN_FRAMES:,} env frames up to "
+             f"each point (count in brackets); env frames = agent steps x {repeat}:", "",
+             "| seed | " + " | ".join(f"{f:,} frames" for f in frames) + " |",
+             "|---|" + "---|" * len(steps)]
+    for seed, run in runs.items():
+        x, y = run.series["episode/score"]
+        cells = []
+        for f in frames:
+            inside = (x > f - BIN_FRAMES) & (x <= f)
+            cells.append(f"{y[inside].mean():.1f} ({int(inside.sum())})" if inside.any() else "")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    suite = report.official_suite(first)
+    official = report.official_curve(suite, first.task) if suite else None
+    if official is not None:
+        by_frames = dict(zip(official["x"].tolist(), official["mean"].tolist(), strict=True))
+        cells = [f"{by_frames[f]:.1f}" if f in by_frames else "" for f in frames]
+        lines.append(f"| official ({suite}, mean of {int(official['seeds'])} seeds) | "
+                     + " | ".join(cells) + " |")
+    return lines
 
 
 def write_section(path: Path, task: str, body: str) -> None:
