@@ -13,6 +13,10 @@ Prints one JSON line per evaluation; with `--write FILE` it also replaces the se
 `<!-- learn:TASK -->` and `<!-- /learn:TASK -->` in FILE (appending one if missing) with a table
 of the curves and whether the threshold was met: eval mean >= threshold at some evaluated step
 <= --steps, reached within --minutes of training wall time, for every seed.
+
+Keep the printed lines of every table in RESULTS.md in `benchmarks/curves/` (one file per
+task and batch of seeds): a table is rebuilt, or extended by new seeds, with `--from-jsonl`, and
+a stopped seed goes on with `--continue` while its run directory exists.
 """
 
 from __future__ import annotations
