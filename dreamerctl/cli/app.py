@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -10,6 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 
 from dreamerctl.cli import compare, diagnose, eval, find_latest, gif, record, report, train
@@ -109,11 +111,20 @@ class Terminated(KeyboardInterrupt):
 METAVARS = {bool: "", int: "N", float: "X", str: "TEXT", Path: "PATH"}
 
 
-def plain_metavars(command: Any) -> Any:
+def plain_metavars(command: Any, settings: dict[str, Any] | None = None) -> Any:
     """Give every option of `command` and its subcommands without a metavar the plain one of
-    METAVARS; returns `command`."""
+    METAVARS, the help flag included; returns `command`."""
+    settings = command.context_settings if settings is None else settings
     for sub in getattr(command, "commands", {}).values():
-        plain_metavars(sub)
+        plain_metavars(sub, settings)
+    # click builds the help option once per command and keeps it (with the names of the first
+    # context that asked): ask with the app's names, so -h stays.
+    help_option = command.get_help_option(click.Context(command, **settings))
+    if help_option is not None:
+        help_option.metavar = ""
+    if command.help:  # Typer keeps a docstring's line breaks after its first paragraph
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
     for param in command.params:
         descriptor = getattr(param, "type_descriptor", None)
         if param.param_type_name != "option" or param.metavar is not None or descriptor is None:

@@ -13,7 +13,8 @@ COLUMNS = ["path", "task", "step", "episodes", "mean", "std", "min", "max", "ci9
 
 
 def compare(
-    checkpoints: list[str] = typer.Argument(..., help="Checkpoints, run directories or 'latest'."),
+    checkpoints: list[str] = typer.Argument(
+        ..., metavar="CHECKPOINT", help="Checkpoints, run directories or 'latest'."),
     episodes: int = typer.Option(
         10, "--episodes", "-n", metavar="N", min=1,
         help="Episodes per checkpoint.",

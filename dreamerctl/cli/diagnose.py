@@ -11,7 +11,8 @@ from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, print_json
 
 
 def diagnose(
-    run: str = typer.Argument(..., help="A run directory, its checkpoint, or 'latest'."),
+    run: str = typer.Argument(
+        ..., metavar="RUN", help="A run directory, its checkpoint, or 'latest'."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     episodes: int = typer.Option(2, "--episodes", min=1,
                                  help="Last complete episodes for the value report."),
@@ -25,9 +26,11 @@ def diagnose(
     seed: int = typer.Option(0, "--seed"),
     logdir: Path | None = typer.Option(None, "--logdir", help=LOGDIR_HELP),
 ) -> None:
-    """Look inside a run: critic values against the returns collected, the policy's entropy
-    or saturation, the reward head's residual, the world model's open-loop error, and the
-    actor's gradient through the model."""
+    """Look inside a run: why it learns or does not.
+
+    Critic values against the returns collected, the policy's entropy or saturation, the reward
+    head's residual, the world model's open-loop error, and the actor's gradient through the
+    model."""
     from dreamerctl.run import rundir
     from dreamerctl.run.diagnose import diagnose as run_diagnose
     from dreamerctl.run.diagnose import format_report

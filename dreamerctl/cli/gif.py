@@ -10,7 +10,8 @@ from dreamerctl.cli.common import print_line
 
 
 def gif(
-    inputs: list[Path] = typer.Argument(..., help="MP4 files or folders holding MP4 files."),
+    inputs: list[Path] = typer.Argument(
+        ..., metavar="MP4", help="MP4 files or folders holding MP4 files."),
     output: Path | None = typer.Option(
         None, "--output", "-o",
         help="A .gif path (one input) or a folder \\[default: beside each input].",

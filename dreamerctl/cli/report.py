@@ -11,7 +11,8 @@ from dreamerctl.cli.common import LOGDIR_HELP, logdir_or_default, print_json, pr
 
 def report(
     runs: list[str] = typer.Argument(
-        ..., help="Run directories, checkpoints or 'latest' (several: overlaid, seeds grouped)."
+        ..., metavar="RUN",
+        help="Run directories, checkpoints or 'latest' (several: overlaid, seeds grouped).",
     ),
     output: Path = typer.Option(Path("report.html"), "--output", "-o",
                                 help="The HTML file to write."),
@@ -26,8 +27,10 @@ def report(
     ),
     logdir: Path | None = typer.Option(None, "--logdir", help=LOGDIR_HELP),
 ) -> None:
-    """Write an HTML page of training curves, the official DreamerV3 curve, open-loop videos
-    and configs; prints its path."""
+    """Write an HTML page of a run's curves, beside the official DreamerV3 one; prints its path.
+
+    The page holds the training curves, the official DreamerV3 curve of the task where one is
+    published, the open-loop videos and the configs."""
     from dreamerctl.errors import UsageError
     from dreamerctl.page import as_json as series_json
     from dreamerctl.page import check_output, write_page
