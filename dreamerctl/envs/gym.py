@@ -14,7 +14,7 @@ import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from dreamerctl.envs.common import discrete_index, rescale, resize, select_keys,
 from dreamerctl.envs.registry import unknown
 from dreamerctl.errors import UsageError
 from dreamerctl.spaces import ActSpace, Space
+
+if TYPE_CHECKING:  # gymnasium itself is imported where an env is made (a fast CLI start)
+    from gymnasium.spaces import Space as GymSpace
 
 
 def registry() -> dict[str, Any]:
@@ -106,10 +109,10 @@ class Gym(Env):
         return step_dict(self.observe(obs), is_first=True)
 
     def step(self, action: np.ndarray) -> Obs:
-        action = self.convert(action)
+        env_action = self.convert(action)
         reward, terminated, truncated = 0.0, False, False
         for _ in range(self.cfg.action_repeat):
-            obs, r, terminated, truncated, _ = self.env.step(action)
+            obs, r, terminated, truncated, _ = self.env.step(env_action)
             reward += float(r)
             if terminated or truncated:
                 break
@@ -117,7 +120,7 @@ class Gym(Env):
             self.observe(obs), reward, is_last=terminated or truncated, is_terminal=terminated,
         )
 
-    def convert(self, action: np.ndarray) -> Any:
+    def convert(self, action: np.ndarray) -> int | np.ndarray:
         """Our action -> the env's: one-hot -> int, [-1, 1] -> the Box bounds and dtype."""
         space: Any = self.env.action_space  # Discrete or Box, as act_space says
         if self.act_space.discrete:
@@ -145,10 +148,10 @@ class Layout:
     (the whole observation, or the Dict without its image), None when nothing is left."""
 
     image: str | None
-    vector: Any
+    vector: GymSpace[Any] | None
 
     @staticmethod
-    def of(task: str, space: Any) -> Layout:
+    def of(task: str, space: GymSpace[Any]) -> Layout:
         from gymnasium import spaces
 
         if is_image(space):
@@ -184,27 +187,28 @@ class Layout:
         if "image" in keys:
             frame = obs if self.image == "" else obs[self.image]
             out["image"] = resize(np.asarray(frame, dtype=np.uint8), size)
-        if "vector" in keys:  # a Dict's flatten reads only its own entries, not the image
+        # A Dict's flatten reads only its own entries, not the image.
+        if "vector" in keys and self.vector is not None:
             from gymnasium.spaces import flatten
 
             out["vector"] = np.asarray(flatten(self.vector, obs), dtype=np.float32)
         return out
 
 
-def is_image(space: Any) -> bool:
+def is_image(space: GymSpace[Any]) -> bool:
     """Pixels we read: grey (H, W) or (H, W, 1), or RGB (H, W, 3)."""
-    rank = len(space.shape or ())
-    return pixels(space) and (rank == 2 or (rank == 3 and space.shape[-1] in (1, 3)))
+    shape = space.shape or ()
+    return pixels(space) and (len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3)))
 
 
-def pixels(space: Any) -> bool:
+def pixels(space: GymSpace[Any]) -> bool:
     """A uint8 Box of rank 2 or more: an image, or frames we do not read (RGBA, stacks)."""
     from gymnasium import spaces
 
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) >= 2
 
 
-def flat_size(space: Any) -> int | None:
+def flat_size(space: GymSpace[Any]) -> int | None:
     """The length of `space` flattened by gymnasium (Discrete one-hot, Tuple and Dict parts
     concatenated); None when it holds pixels (flattened, they would lose their layout) or a
     part gymnasium cannot flatten to a fixed size (Text, Graph, Sequence)."""
@@ -221,7 +225,7 @@ def flat_size(space: Any) -> int | None:
     return int(spaces.flatdim(space))
 
 
-def action_space(task: str, space: Any) -> ActSpace:
+def action_space(task: str, space: GymSpace[Any]) -> ActSpace:
     from gymnasium import spaces
 
     if isinstance(space, spaces.Discrete):

@@ -14,6 +14,8 @@ from dreamerctl.run.checkpoint import Payload, read_meta, read_payload
 from dreamerctl.spaces import ACT_MODES, ActSpace, Space
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from dreamerctl.agent.agent import Agent
 
 
@@ -132,13 +134,13 @@ class AgentActor:
         self.agent = agent
         self.mode = mode
         self.with_model = with_model
-        self.state: Any = None
-        self.last_obs: dict[str, Any] | None = None
+        self.state: dict[str, Tensor] | None = None  # the agent's carry (Agent.policy)
+        self.last_obs: dict[str, np.ndarray] | None = None
 
     def reset(self) -> None:
         self.state = None
 
-    def act(self, obs: dict[str, Any]) -> np.ndarray:
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         batch = {key: np.asarray(value)[None] for key, value in obs.items()}
         action, self.state = self.agent.policy(batch, self.state, mode=self.mode)
         self.last_obs = obs
@@ -147,7 +149,8 @@ class AgentActor:
     def panel(self) -> list[tuple[str, np.ndarray]] | None:
         """(label, image) pairs shown beside the frame: what the agent sees, and what its world
         model makes of it."""
-        if not self.with_model or self.last_obs is None or "image" not in self.last_obs:
+        if (not self.with_model or self.last_obs is None or self.state is None
+                or "image" not in self.last_obs):
             return None
         seen = np.asarray(self.last_obs["image"])
         size = "x".join(map(str, seen.shape[:2]))

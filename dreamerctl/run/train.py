@@ -22,7 +22,8 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +54,9 @@ from dreamerctl.run.progress import ProgressReporter
 from dreamerctl.run.stats import EpisodeTracker, TrainRatioClock
 from dreamerctl.run.threads import SMALL_MODEL
 from dreamerctl.spaces import STEP_KEYS, record_spaces
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger("dreamerctl")
 
@@ -276,7 +280,7 @@ class Trainer:
                 signal.signal(sig, signal.SIG_IGN if self.signal is not None else handler)
         return self.run_dir
 
-    def on_signal(self, signum: int, frame: Any) -> None:
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a flag: the loop finishes the step or update it is in, then saves. A second
         # signal during the save changes nothing, so it cannot tear the checkpoint.
         if self.signal is None:
@@ -337,7 +341,8 @@ class Trainer:
                         duty()
 
     def collect(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
-                state: Any) -> tuple[dict[str, np.ndarray], Any]:
+                state: dict[str, Tensor] | None
+                ) -> tuple[dict[str, np.ndarray], dict[str, Tensor] | None]:
         """One step of this rank's envs: note finished episodes, act, store, step."""
         num = self.config.env.num_envs
         for episode in tracker.update(obs):
