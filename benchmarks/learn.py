@@ -245,19 +245,25 @@ def training_returns(args: argparse.Namespace, curves: list[Curve]) -> list[str]
     Read from the run directories' scores.jsonl; empty where no run directory can be read."""
     runs: dict[int, report.Run] = {}
     for curve in curves:
+        if not curve.run_dir:  # lines transcribed from a table name none
+            continue
         try:
             runs[curve.seed] = report.read_run(Path(curve.run_dir))
         except (RunError, OSError):
             continue
     if not runs:
         return []
+    gone = [c.seed for c in curves if c.seed not in runs]
+    missing = (f" Seeds {', '.join(map(str, gone))}: no run directory to read (moved or deleted)."
+               if gone else "")
     first = next(iter(runs.values()))
     repeat = int(first.config.get("env.action_repeat", 1))
     steps = sorted({p.step for c in curves for p in c.points})
     frames = [s * repeat for s in steps]
     lines = ["", f"Training-episode return (the policy sampling as it collects: the official "
              f"protocol), mean of the episodes that ended in the {BIN_FRAMES:,} env frames up to "
-             f"each point (count in brackets); env frames = agent steps x {repeat}:", "",
+             f"each point (count in brackets); env frames = agent steps x {repeat}.{missing}",
+             "",
              "| seed | " + " | ".join(f"{f:,} frames" for f in frames) + " |",
              "|---|" + "---|" * len(steps)]
     for seed, run in runs.items():
