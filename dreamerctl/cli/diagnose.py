@@ -35,12 +35,12 @@ def diagnose(
     from dreamerctl.run.diagnose import diagnose as run_diagnose
     from dreamerctl.run.diagnose import format_report
 
-    path = Path(run).expanduser()
+    path, checkpoint = Path(run).expanduser(), None
     if run == "latest":
         path = rundir.latest_checkpoint(logdir_or_default(logdir)).run_dir
-    elif path.is_file():
-        path = path.parent
-    report = run_diagnose(path, episodes=episodes, last=last, context=context,
+    elif path.is_file():  # the run's checkpoint, its best, or a kept snapshot
+        path, checkpoint = rundir.run_dir_of(path), path
+    report = run_diagnose(path, checkpoint, episodes=episodes, last=last, context=context,
                           horizon=horizon, windows=windows, samples=samples, seed=seed)
     if as_json:
         print_json(report)

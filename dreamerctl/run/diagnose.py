@@ -241,11 +241,12 @@ def gradient_report(agent: Agent, data: dict[str, np.ndarray], samples: int,
     return {"samples": samples, "states": rows}
 
 
-def diagnose(run: Path, episodes: int = 2, last: int = 1000, context: int = 16,
-             horizon: int = 15, windows: int = 64, samples: int = 64,
+def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last: int = 1000,
+             context: int = 16, horizon: int = 15, windows: int = 64, samples: int = 64,
              seed: int = 0) -> dict[str, Any]:
-    """The five reports for a run directory, from its latest checkpoint and its replay."""
-    checkpoint = run / rundir.CHECKPOINT
+    """The five reports for a run directory, from `checkpoint` (its latest one by default: any
+    of its checkpoints, a kept snapshot included) and its replay."""
+    checkpoint = run / rundir.CHECKPOINT if checkpoint is None else checkpoint
     if not checkpoint.is_file():
         raise RunError(f"no {rundir.CHECKPOINT} in {run}{rundir.runs_inside(run)}")
     torch.manual_seed(seed)
@@ -258,7 +259,8 @@ def diagnose(run: Path, episodes: int = 2, last: int = 1000, context: int = 16,
     seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
     data = load_replay(run, record_spaces(seen, agent.act_space))
     return {
-        "run": str(run), "step": loaded.step, "replay_steps": len(data["reward"]),
+        "run": str(run), "checkpoint": str(checkpoint), "step": loaded.step,
+        "replay_steps": len(data["reward"]),
         "values": value_report(agent, data, episodes),
         "policy": policy_report(agent, data, last),
         "reward": reward_report(agent, data, last),

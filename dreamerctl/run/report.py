@@ -72,7 +72,7 @@ def resolve_run_dirs(specs: Sequence[str], logdir: Path) -> list[Path]:
         if spec == "latest":
             run_dir = rundir.latest_checkpoint(logdir).run_dir
         elif path.is_file():
-            run_dir = path.parent
+            run_dir = rundir.run_dir_of(path)
         elif path.is_dir() and (path / rundir.METRICS).is_file():
             run_dir = path
         elif path.is_dir():

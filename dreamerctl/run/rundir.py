@@ -30,6 +30,13 @@ def snapshot_path(run_dir: Path, step: int) -> Path:
     return run_dir / SNAPSHOTS / f"checkpoint_{step:09d}.pt"
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint file belongs to: its folder, or the one above for a kept
+    snapshot (checkpoints/checkpoint_<step>.pt)."""
+    folder = checkpoint.parent
+    return folder.parent if folder.name == SNAPSHOTS else folder
+
+
 def snapshots(run_dir: Path) -> list[Path]:
     """A run's kept snapshots, oldest first (their names sort by step)."""
     return sorted((run_dir / SNAPSHOTS).glob("checkpoint_*.pt"))

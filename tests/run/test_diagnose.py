@@ -57,11 +57,20 @@ def test_diagnose_reports_values_policy_model_and_gradient(tmp_path: Path) -> No
 
 
 def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> None:
-    run = train_debug("gym_FrozenLake-v1", tmp_path / "logs", "env.obs_keys=[\"vector\"]")
+    run = train_debug("gym_FrozenLake-v1", tmp_path / "logs", "env.obs_keys=[\"vector\"]",
+                      "run.keep_every=40")
     result = run_cli("diagnose", str(run / "checkpoint.pt"), "--json", "--context", "4",
                      "--horizon", "3", "--windows", "4")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
+    assert report["step"] == 80 and report["checkpoint"] == str(run / "checkpoint.pt")
+    # A kept snapshot is diagnosed as itself, with its run's replay (how a dip is looked into).
+    snapshot = run / "checkpoints" / "checkpoint_000000040.pt"
+    earlier = run_cli("diagnose", str(snapshot), "--json", "--context", "4", "--horizon", "3",
+                      "--windows", "4")
+    assert earlier.returncode == 0, earlier.stderr
+    assert json.loads(earlier.stdout)["step"] == 40
+    assert json.loads(earlier.stdout)["run"] == str(run)
     assert report["gradient"] is None  # no dynamics gradient for discrete actions
     share = report["policy"]["action_share"]  # of one-hot actions, each rounded to 3 digits
     assert abs(sum(share) - 1.0) <= 0.0005 * len(share) + 1e-9

@@ -105,3 +105,18 @@ def test_episode_tracker() -> None:
         done += tracker.update({"is_first": np.array(first), "reward": np.array(reward, float),
                                 "is_last": np.array(last)})
     assert [(e.env, e.score, e.length) for e in done] == [(1, 2.0, 1), (0, 4.0, 2)]
+
+
+def test_a_snapshot_belongs_to_the_run_above_its_folder(tmp_path: Path) -> None:
+    """diagnose and report read a checkpoint's run: the folder of checkpoint.pt and
+    checkpoint_best.pt, the one above for checkpoints/checkpoint_<step>.pt."""
+    from dreamerctl.run.report import resolve_run_dirs
+
+    run = tmp_path / "dreamer_gym_CartPole-v1" / "20261203-000000"
+    snapshot = rundir.snapshot_path(run, 500)
+    snapshot.parent.mkdir(parents=True)
+    for path in (run / rundir.CHECKPOINT, run / rundir.BEST, snapshot):
+        path.write_bytes(b"")
+        assert rundir.run_dir_of(path) == run
+    (run / rundir.METRICS).write_text("")
+    assert resolve_run_dirs([str(snapshot), str(run)], tmp_path) == [run]
