@@ -235,11 +235,11 @@ def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
                          f"{point.train_s / 60:.1f} min of training.")
     passed = sum(point is not None for point in met)
     lines += ["", f"**{passed} of {len(curves)} seeds met the threshold.**"]
-    lines += training_returns(args, curves)
+    lines += training_returns(curves)
     return "\n".join(lines)
 
 
-def training_returns(args: argparse.Namespace, curves: list[Curve]) -> list[str]:
+def training_returns(curves: list[Curve]) -> list[str]:
     """A table of training-episode returns at each evaluated point, one row per seed, and the
     official DreamerV3 curve at the same env frames where it published one (DMC, Atari100k).
     Read from the run directories' scores.jsonl; empty where no run directory can be read."""

@@ -111,12 +111,13 @@ class Terminated(KeyboardInterrupt):
 METAVARS = {bool: "", int: "N", float: "X", str: "TEXT", Path: "PATH"}
 
 
-def plain_metavars(command: Any, settings: dict[str, Any] | None = None) -> Any:
-    """Give every option of `command` and its subcommands without a metavar the plain one of
-    METAVARS, the help flag included; returns `command`."""
+def plain_help(command: Any, settings: dict[str, Any] | None = None) -> Any:
+    """Help a person reads, for `command` and its subcommands: every option without a metavar
+    gets the plain one of METAVARS (the help flag included), and the description's paragraphs
+    flow; returns `command`."""
     settings = command.context_settings if settings is None else settings
     for sub in getattr(command, "commands", {}).values():
-        plain_metavars(sub, settings)
+        plain_help(sub, settings)
     # click builds the help option once per command and keeps it (with the names of the first
     # context that asked): ask with the app's names, so -h stays.
     help_option = command.get_help_option(click.Context(command, **settings))
@@ -142,7 +143,7 @@ def run(argv: list[str] | None = None) -> int:
     setup_logging(debug_enabled())
     terminate_like_ctrl_c()
     try:
-        command = plain_metavars(typer.main.get_command(app))
+        command = plain_help(typer.main.get_command(app))
         result = command(args=argv, standalone_mode=False, prog_name="dreamerctl")
         if result == 130:  # typer turns Ctrl-C (and our SIGTERM) into a bare exit code 130
             return fail("interrupted by SIGTERM" if Terminated.seen else "interrupted", 130)
