@@ -31,6 +31,7 @@ def diagnose(
     Critic values against the returns collected, the policy's entropy or saturation, the reward
     head's residual, the world model's open-loop error, and the actor's gradient through the
     model."""
+    from dreamerctl.errors import RunError
     from dreamerctl.run import rundir
     from dreamerctl.run.diagnose import diagnose as run_diagnose
     from dreamerctl.run.diagnose import format_report
@@ -40,6 +41,8 @@ def diagnose(
         path = rundir.latest_checkpoint(logdir_or_default(logdir)).run_dir
     elif path.is_file():  # the run's checkpoint, its best, or a kept snapshot
         path, checkpoint = rundir.run_dir_of(path), path
+    elif not path.exists():
+        raise RunError(f"run directory or checkpoint not found: {path}")
     report = run_diagnose(path, checkpoint, episodes=episodes, last=last, context=context,
                           horizon=horizon, windows=windows, samples=samples, seed=seed)
     if as_json:

@@ -79,6 +79,8 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert reward["zero_steps"] >= reward["steps"] - 2
     assert reward["phantom_value"] == pytest.approx(reward["pred_at_zero_mean"] * 333, rel=0.01)
     assert_one_error(run_cli("diagnose", str(tmp_path)), 1, f"no checkpoint.pt in {tmp_path}")
+    assert_one_error(run_cli("diagnose", str(tmp_path / "nope")), 1,
+                     f"run directory or checkpoint not found: {tmp_path / 'nope'}")
     text = run_cli("diagnose", "latest", "--windows", "4",
                    env={"DREAMERCTL_LOGDIR": str(tmp_path / "logs")})
     assert text.returncode == 0, text.stderr
