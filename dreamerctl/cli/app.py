@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 
 from dreamerctl.cli import compare, diagnose, eval, find_latest, gif, record, report, train
@@ -118,9 +117,10 @@ def plain_help(command: Any, settings: dict[str, Any] | None = None) -> Any:
     settings = command.context_settings if settings is None else settings
     for sub in getattr(command, "commands", {}).values():
         plain_help(sub, settings)
-    # click builds the help option once per command and keeps it (with the names of the first
-    # context that asked): ask with the app's names, so -h stays.
-    help_option = command.get_help_option(click.Context(command, **settings))
+    # The help option is built once per command and kept (with the names of the first context
+    # that asked): ask with the app's names, so -h stays. Typer 0.29 vendors click
+    # (typer._click), so the context comes from the command, not from an `import click`.
+    help_option = command.get_help_option(command.context_class(command, **settings))
     if help_option is not None:
         help_option.metavar = ""
     if command.help:  # Typer keeps a docstring's line breaks after its first paragraph

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,32 @@ def test_version() -> None:
 
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout == f"dreamerctl {version('dreamerctl')}\n"
+
+
+# Packages the `dev` extra brings in (with what they pull: import-linter -> click, grimp) that a
+# user's `pip install .` does not: Typer 0.29 vendors click, so `import click` works in the
+# test venv and fails on a user's machine.
+DEV_ONLY = ("click", "grimp", "importlinter", "mypy", "pytest", "xdist", "ruff", "tensorboard",
+            "moviepy")
+
+
+def test_the_cli_imports_without_the_dev_extra() -> None:
+    """Every dreamerctl module imports, and `--help` runs, with the dev extra's packages hidden."""
+    code = f"""
+import importlib, importlib.abc, pkgutil, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {DEV_ONLY!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden: dev extra)")
+        return None
+sys.meta_path.insert(0, Hide())
+import dreamerctl
+for info in pkgutil.walk_packages(dreamerctl.__path__, "dreamerctl."):
+    importlib.import_module(info.name)
+from dreamerctl.cli.app import run
+sys.exit(run(["--help"]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Usage" in result.stdout
