@@ -16,7 +16,10 @@ def diagnose(
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
     episodes: int = typer.Option(2, "--episodes", min=1,
                                  help="Last complete episodes for the value report."),
-    last: int = typer.Option(1000, "--last", min=2, help="Replayed steps for the policy."),
+    last: int = typer.Option(1000, "--last", min=2,
+                             help="Last replayed steps for the policy, reward and continue heads."),
+    terminals: int = typer.Option(50, "--terminals", min=1,
+                                  help="Last terminations for the continue head."),
     context: int = typer.Option(16, "--context", min=1,
                                 help="Posterior steps before the open loop."),
     horizon: int = typer.Option(15, "--horizon", min=1, help="Open-loop steps."),
@@ -29,8 +32,8 @@ def diagnose(
     """Look inside a run: why it learns or does not.
 
     Critic values against the returns collected, the policy's entropy or saturation, the reward
-    head's residual, the world model's open-loop error, and the actor's gradient through the
-    model."""
+    head's residual, whether the continue head sees the deaths coming, the world model's
+    open-loop error, and the actor's gradient through the model."""
     from dreamerctl.errors import RunError
     from dreamerctl.run import rundir
     from dreamerctl.run.diagnose import diagnose as run_diagnose
@@ -44,7 +47,8 @@ def diagnose(
     elif not path.exists():
         raise RunError(f"run directory or checkpoint not found: {path}")
     report = run_diagnose(path, checkpoint, episodes=episodes, last=last, context=context,
-                          horizon=horizon, windows=windows, samples=samples, seed=seed)
+                          horizon=horizon, windows=windows, samples=samples, seed=seed,
+                          terminals=terminals)
     if as_json:
         print_json(report)
     else:

@@ -3,7 +3,7 @@ replay.
 
     dreamerctl diagnose ~/logdir/dreamer_dmc_cartpole_balance/20261122-104306
 
-Four reports, each on the run's latest checkpoint and the last steps of its replay (stream 0):
+Six reports, each on the run's latest checkpoint and the last steps of its replay (stream 0):
 
 - values: the critic's V(s_t) against the discounted return the agent then collected, along the
   last complete episodes. A critic far below the real returns starves the actor of signal; one
@@ -15,6 +15,10 @@ Four reports, each on the run's latest checkpoint and the last steps of its repl
   Where the recorded reward is 0, its mean prediction divided by (1 - discount) is the "phantom"
   value that this residual alone adds to every live state: against a small real return it can
   make staying alive the goal (RESULTS "Flattened observations").
+- continue: the continue head at the replay's last terminations (deaths, not time limits) and
+  at the live steps. A death it gives P(continue) >= 0.5 is one that imagination does not see
+  coming: the critic values the states before it as any other, and the actor cannot learn to
+  avoid it (RESULTS "CartPole seed 4's dip": a cart driven off the track).
 - model: open-loop accuracy of the world model. After `--context` posterior steps, the prior is
   rolled with the recorded actions; the decoded vector observation and the predicted reward are
   compared with the recorded ones after 1, 5 and `--horizon` steps (RMSE per vector dimension,
@@ -151,6 +155,45 @@ def reward_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[
 
 
 @torch.no_grad()
+def continue_report(agent: Agent, data: dict[str, np.ndarray], count: int, last: int,
+                    context: int = 64) -> dict[str, Any]:
+    """The continue head at the replay's last `count` terminations (deaths, not time limits),
+    each read after up to `context` steps of its episode, and at the live steps among the
+    last `last`. A termination it gives P(continue) >= 0.5 is one imagination does not see
+    coming, so neither critic nor actor can learn to avoid it (RESULTS "CartPole seed 4's dip")."""
+    terminals = np.flatnonzero(data["is_terminal"])
+    firsts = np.flatnonzero(data["is_first"])
+    rows = []
+    for end in terminals[-count:]:
+        begins = firsts[firsts <= end]
+        start = max(int(begins[-1]) if len(begins) else 0, int(end) - context + 1)
+        ep = window(data, np.arange(start, end + 1)[None])
+        starts = agent.encode_starts(ep)
+        cont = agent.wm.cont(agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}))
+        p = cont.mean()[0].cpu().numpy().astype(np.float64)
+        rows.append({"step": int(end), "p_continue": significant([p[-1]])[0],
+                     "p_before": significant([p[-2]])[0] if len(p) > 1 else None})
+    ep, feat = last_states(agent, data, last)
+    live = ~ep["is_terminal"][0]
+    p_live = agent.wm.cont(feat).mean()[0].cpu().numpy().astype(np.float64)[live]
+    out: dict[str, Any] = {"terminals": len(terminals), "shown": len(rows), "rows": rows,
+                           "live_steps": int(live.sum())}
+    if rows:
+        at = np.array([row["p_continue"] for row in rows])
+        out["at_terminal_mean"] = significant([at.mean()])[0]
+        out["at_terminal_max"] = significant([at.max()])[0]
+        out["missed"] = int((at >= 0.5).sum())
+        before = [row["p_before"] for row in rows if row["p_before"] is not None]
+        if before:
+            out["before_terminal_mean"] = significant([np.mean(before)])[0]
+    if live.any():
+        out["live_mean"] = significant([p_live.mean()])[0]
+        out["live_min"] = significant([p_live.min()])[0]
+        out["live_below_half"] = int((p_live < 0.5).sum())
+    return out
+
+
+@torch.no_grad()
 def model_report(agent: Agent, data: dict[str, np.ndarray], context: int, horizon: int,
                  windows: int, rng: np.random.Generator) -> dict[str, Any]:
     """Open-loop errors at 1, 5 and `horizon` steps, windows not crossing an episode start."""
@@ -243,8 +286,8 @@ def gradient_report(agent: Agent, data: dict[str, np.ndarray], samples: int,
 
 def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last: int = 1000,
              context: int = 16, horizon: int = 15, windows: int = 64, samples: int = 64,
-             seed: int = 0) -> dict[str, Any]:
-    """The five reports for a run directory, from `checkpoint` (its latest one by default: any
+             seed: int = 0, terminals: int = 50) -> dict[str, Any]:
+    """The six reports for a run directory, from `checkpoint` (its latest one by default: any
     of its checkpoints, a kept snapshot included) and its replay."""
     checkpoint = run / rundir.CHECKPOINT if checkpoint is None else checkpoint
     if not checkpoint.is_file():
@@ -264,6 +307,7 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
         "values": value_report(agent, data, episodes),
         "policy": policy_report(agent, data, last),
         "reward": reward_report(agent, data, last),
+        "continue": continue_report(agent, data, terminals, last),
         "model": model_report(agent, data, context, horizon, windows, rng),
         "gradient": gradient_report(agent, data, samples, rng),
     }
@@ -296,6 +340,23 @@ def format_report(report: dict[str, Any]) -> str:
               f"{rew['phantom_value']}")
     if "mae_at_nonzero" in rew:
         lines.append(f"  MAE where not 0: {rew['mae_at_nonzero']}")
+    con = report["continue"]
+    lines.append(f"\ncontinue head at the last {con['shown']} of the replay's {con['terminals']} "
+                 "terminations (deaths, not time limits)")
+    if con["shown"]:
+        lines.append(f"  P(continue) at the terminal step: mean {con['at_terminal_mean']}, max "
+                     f"{con['at_terminal_max']}; {con['missed']} of {con['shown']} at 0.5 or more")
+        missed = [str(row["step"]) for row in con["rows"] if row["p_continue"] >= 0.5]
+        if missed:
+            shown = ", ".join(missed[-8:])
+            lines.append(f"  deaths imagination does not see coming (the critic cannot value "
+                         f"avoiding them), at replay steps: {shown}")
+        if "before_terminal_mean" in con:
+            lines.append(f"  at the step before: mean {con['before_terminal_mean']}")
+    if "live_mean" in con:
+        lines.append(f"  at the {con['live_steps']} live steps of the last "
+                     f"{report['policy']['steps']}: mean {con['live_mean']}, "
+                     f"min {con['live_min']}, {con['live_below_half']} below 0.5")
     mod = report["model"]
     lines.append(f"\nmodel open loop over {mod['windows']} windows, "
                  f"after {mod['after_steps']} steps")

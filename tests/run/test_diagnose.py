@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dreamerctl.run.diagnose import load_replay
 from tests.helpers import assert_one_error, run_cli
 
 
@@ -45,6 +47,10 @@ def test_diagnose_reports_values_policy_model_and_gradient(tmp_path: Path) -> No
     assert 47 <= reward["steps"] <= 48  # the last 50 steps hold 2 or 3 resets, left out
     assert reward["zero_steps"] == 0 and "phantom_value" not in reward
     assert reward["mae_at_nonzero"] > 0
+    # Pendulum never terminates (its time limit is no death): no terminations, all steps live.
+    assert report["continue"]["terminals"] == report["continue"]["shown"] == 0
+    assert report["continue"]["live_steps"] == 50
+    assert 0.0 <= report["continue"]["live_min"] <= report["continue"]["live_mean"] <= 1.0
     model = report["model"]
     assert model["windows"] == 8 and model["after_steps"] == [1, 3]
     for key in ("vector_rmse", "unchanged_rmse"):
@@ -78,6 +84,16 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert 0 < reward["steps"] < 80  # the resets are left out
     assert reward["zero_steps"] >= reward["steps"] - 2
     assert reward["phantom_value"] == pytest.approx(reward["pred_at_zero_mean"] * 333, rel=0.01)
+    # Falling into a hole is a death: the continue head is read at every one in the replay.
+    terminal = load_replay(run, {"is_terminal": ((), "bool")})["is_terminal"]
+    cont = report["continue"]
+    assert cont["terminals"] == cont["shown"] == int(terminal.sum()) >= 1
+    assert [row["step"] for row in cont["rows"]] == np.flatnonzero(terminal).tolist()
+    probs = [row["p_continue"] for row in cont["rows"]]
+    assert all(0.0 <= p <= 1.0 for p in probs)
+    assert cont["missed"] == sum(p >= 0.5 for p in probs)
+    assert cont["at_terminal_max"] == max(probs)
+    assert cont["live_steps"] == 80 - int(terminal[-80:].sum())  # --last 1000 > 80 steps
     assert_one_error(run_cli("diagnose", str(tmp_path)), 1, f"no checkpoint.pt in {tmp_path}")
     assert_one_error(run_cli("diagnose", str(tmp_path / "nope")), 1,
                      f"run directory or checkpoint not found: {tmp_path / 'nope'}")
@@ -86,5 +102,6 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith(f"{run}: checkpoint at step 80")
     for section in ("values (critic V", "policy over the last", "reward head over",
+                    f"continue head at the last {cont['shown']} of the replay's",
                     "model open loop over"):
         assert section in text.stdout
