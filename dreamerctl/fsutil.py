@@ -30,20 +30,25 @@ def fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def put_in_place(tmp: Path, target: Path, sync_folder: bool = True) -> None:
+    """The durable step of every atomic write: fsync the finished temporary file, rename it over
+    `target` (same folder), then fsync the folder unless the caller does that once for many."""
+    fsync_file(tmp)
+    os.replace(tmp, target)
+    if sync_folder:
+        fsync_dir(target.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path, sync_folder: bool = True) -> Iterator[Path]:
     """Yield the temporary path to write `target` through; when the block ends normally it is
-    fsynced and renamed over `target` (and the folder fsynced, unless the caller does that once
-    for many files); when it raises, the temporary file is removed."""
+    put in place (`put_in_place`); when it raises, the temporary file is removed."""
     tmp = temporary_path(target)
     try:
         yield tmp
-        fsync_file(tmp)
-        os.replace(tmp, target)
+        put_in_place(tmp, target, sync_folder)
     finally:
         tmp.unlink(missing_ok=True)
-    if sync_folder:
-        fsync_dir(target.parent)
 
 
 def atomic_write(target: Path, write: Callable[[BinaryIO], object],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import secrets
 from collections.abc import Generator, Iterable
@@ -26,8 +25,7 @@ from dreamerctl.errors import RunError, UsageError
 from dreamerctl.fsutil import (
     atomic_path,
     folder_problem,
-    fsync_dir,
-    fsync_file,
+    put_in_place,
     temporary_path,
 )
 
@@ -87,9 +85,7 @@ class Mp4Writer:
             raise ValueError("no frames to write")
         self._gen.close()
         self._gen = None
-        fsync_file(self.tmp)
-        os.replace(self.tmp, path)
-        fsync_dir(path.parent)
+        put_in_place(self.tmp, path)  # named only now: the score is in the name
         return self.count
 
     def abort(self) -> None:
