@@ -31,9 +31,9 @@ def diagnose(
 ) -> None:
     """Look inside a run: why it learns or does not.
 
-    Critic values against the returns collected, the policy's entropy or saturation, the reward
-    head's residual, whether the continue head sees the deaths coming, the world model's
-    open-loop error, and the actor's gradient through the model."""
+    Critic values against the returns collected, policy entropy or saturation, the reward
+    head's residual, whether the continue head sees deaths coming, open-loop model error, and
+    the actor's gradient."""
     from dreamerctl.errors import RunError
     from dreamerctl.run import rundir
     from dreamerctl.run.diagnose import diagnose as run_diagnose
