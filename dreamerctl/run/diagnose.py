@@ -108,8 +108,10 @@ def value_report(agent: Agent, data: dict[str, np.ndarray], count: int) -> list[
     return out
 
 
+@torch.no_grad()
 def last_states(agent: Agent, data: dict[str, np.ndarray], last: int) -> tuple[dict, torch.Tensor]:
-    """The last `last` replayed steps as one sequence, and their posterior features (1, T, F)."""
+    """The last `last` replayed steps as one sequence, and their posterior features (1, T, F):
+    encoded once, read by the policy, reward and continue reports alike."""
     n = len(data["reward"])
     ep = window(data, np.arange(max(0, n - last), n)[None])
     starts = agent.encode_starts(ep)
@@ -117,8 +119,8 @@ def last_states(agent: Agent, data: dict[str, np.ndarray], last: int) -> tuple[d
 
 
 @torch.no_grad()
-def policy_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
-    ep, feat = last_states(agent, data, last)
+def policy_report(agent: Agent, ep: dict[str, np.ndarray], feat: torch.Tensor
+                  ) -> dict[str, Any]:
     dist = agent.behavior.policy(feat)
     quantiles = [0.0, 0.1, 0.5, 0.9, 1.0]
     action = ep["action"][0]
@@ -136,8 +138,8 @@ def policy_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[
 
 
 @torch.no_grad()
-def reward_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[str, Any]:
-    ep, feat = last_states(agent, data, last)
+def reward_report(agent: Agent, ep: dict[str, np.ndarray], feat: torch.Tensor
+                  ) -> dict[str, Any]:
     pred = agent.wm.reward(feat).mean()[0].cpu().numpy().astype(np.float64)
     # The reward that came with a reset observation is 0 by convention, not an outcome.
     keep = ~ep["is_first"][0]
@@ -155,37 +157,40 @@ def reward_report(agent: Agent, data: dict[str, np.ndarray], last: int) -> dict[
 
 
 @torch.no_grad()
-def continue_report(agent: Agent, data: dict[str, np.ndarray], count: int, last: int,
+def continue_report(agent: Agent, data: dict[str, np.ndarray], count: int,
+                    recent: tuple[dict[str, np.ndarray], torch.Tensor],
                     context: int = 64) -> dict[str, Any]:
     """The continue head at the replay's last `count` terminations (deaths, not time limits),
-    each read after up to `context` steps of its episode, and at the live steps among the
-    last `last`. A termination it gives P(continue) >= 0.5 is one imagination does not see
+    each read after up to `context` steps of its episode, and at the live steps of `recent`
+    (`last_states`). A termination it gives P(continue) >= 0.5 is one imagination does not see
     coming, so neither critic nor actor can learn to avoid it (RESULTS "CartPole seed 4's dip")."""
     terminals = np.flatnonzero(data["is_terminal"])
     firsts = np.flatnonzero(data["is_first"])
-    rows = []
+    ends, at, before = [], [], []
     for end in terminals[-count:]:
         begins = firsts[firsts <= end]
         start = max(int(begins[-1]) if len(begins) else 0, int(end) - context + 1)
-        ep = window(data, np.arange(start, end + 1)[None])
-        starts = agent.encode_starts(ep)
-        cont = agent.wm.cont(agent.wm.rssm.feat({"h": starts["h"], "z": starts["z"]}))
-        p = cont.mean()[0].cpu().numpy().astype(np.float64)
-        rows.append({"step": int(end), "p_continue": significant([p[-1]])[0],
-                     "p_before": significant([p[-2]])[0] if len(p) > 1 else None})
-    ep, feat = last_states(agent, data, last)
+        _, feat = last_states(agent, window(data, np.arange(start, end + 1)), end + 1 - start)
+        p = agent.wm.cont(feat).mean()[0].cpu().numpy().astype(np.float64)
+        ends.append(int(end))
+        at.append(p[-1])
+        before.append(p[-2] if len(p) > 1 else None)
+    rows = [{"step": end, "p_continue": significant([a])[0],
+             "p_before": None if b is None else significant([b])[0]}
+            for end, a, b in zip(ends, at, before, strict=True)]
+    ep, feat = recent
     live = ~ep["is_terminal"][0]
     p_live = agent.wm.cont(feat).mean()[0].cpu().numpy().astype(np.float64)[live]
     out: dict[str, Any] = {"terminals": len(terminals), "shown": len(rows), "rows": rows,
                            "live_steps": int(live.sum())}
     if rows:
-        at = np.array([row["p_continue"] for row in rows])
-        out["at_terminal_mean"] = significant([at.mean()])[0]
-        out["at_terminal_max"] = significant([at.max()])[0]
-        out["missed"] = int((at >= 0.5).sum())
-        before = [row["p_before"] for row in rows if row["p_before"] is not None]
-        if before:
-            out["before_terminal_mean"] = significant([np.mean(before)])[0]
+        out["at_terminal_mean"] = significant([np.mean(at)])[0]
+        out["at_terminal_max"] = significant([np.max(at)])[0]
+        out["missed_steps"] = [end for end, a in zip(ends, at, strict=True) if a >= 0.5]
+        out["missed"] = len(out["missed_steps"])
+        seen_before = [b for b in before if b is not None]
+        if seen_before:
+            out["before_terminal_mean"] = significant([np.mean(seen_before)])[0]
     if live.any():
         out["live_mean"] = significant([p_live.mean()])[0]
         out["live_min"] = significant([p_live.min()])[0]
@@ -301,13 +306,14 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
     agent = loaded.agent
     seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
     data = load_replay(run, record_spaces(seen, agent.act_space))
+    recent = last_states(agent, data, last)
     return {
         "run": str(run), "checkpoint": str(checkpoint), "step": loaded.step,
         "replay_steps": len(data["reward"]),
         "values": value_report(agent, data, episodes),
-        "policy": policy_report(agent, data, last),
-        "reward": reward_report(agent, data, last),
-        "continue": continue_report(agent, data, terminals, last),
+        "policy": policy_report(agent, *recent),
+        "reward": reward_report(agent, *recent),
+        "continue": continue_report(agent, data, terminals, recent),
         "model": model_report(agent, data, context, horizon, windows, rng),
         "gradient": gradient_report(agent, data, samples, rng),
     }
@@ -346,9 +352,8 @@ def format_report(report: dict[str, Any]) -> str:
     if con["shown"]:
         lines.append(f"  P(continue) at the terminal step: mean {con['at_terminal_mean']}, max "
                      f"{con['at_terminal_max']}; {con['missed']} of {con['shown']} at 0.5 or more")
-        missed = [str(row["step"]) for row in con["rows"] if row["p_continue"] >= 0.5]
-        if missed:
-            shown = ", ".join(missed[-8:])
+        if con["missed_steps"]:
+            shown = ", ".join(map(str, con["missed_steps"][-8:]))
             lines.append(f"  deaths imagination does not see coming (the critic cannot value "
                          f"avoiding them), at replay steps: {shown}")
         if "before_terminal_mean" in con:
