@@ -34,7 +34,6 @@ Runs on the CPU in seconds.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -299,10 +298,8 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
         raise RunError(f"no {rundir.CHECKPOINT} in {run}{rundir.runs_inside(run)}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    with tempfile.TemporaryDirectory() as tmp:  # a live run may replace its checkpoint
-        copy = Path(tmp) / rundir.CHECKPOINT
-        copy.write_bytes(checkpoint.read_bytes())
-        loaded = load_agent(copy, device="cpu")
+    # One read: a live run replaces its checkpoint by a rename, never in place.
+    loaded = load_agent(checkpoint, device="cpu")
     agent = loaded.agent
     seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
     data = load_replay(run, record_spaces(seen, agent.act_space))

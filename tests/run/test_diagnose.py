@@ -95,6 +95,9 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert cont["at_terminal_max"] == max(probs)
     assert cont["live_steps"] == 80 - int(terminal[-80:].sum())  # --last 1000 > 80 steps
     assert_one_error(run_cli("diagnose", str(tmp_path)), 1, f"no checkpoint.pt in {tmp_path}")
+    bad = tmp_path / "bad.pt"  # named as the user gave it, not as a temporary copy
+    bad.write_bytes(b"not a checkpoint")
+    assert_one_error(run_cli("diagnose", str(bad)), 1, f"checkpoint {bad} is corrupt")
     assert_one_error(run_cli("diagnose", str(tmp_path / "nope")), 1,
                      f"run directory or checkpoint not found: {tmp_path / 'nope'}")
     text = run_cli("diagnose", "latest", "--windows", "4",
