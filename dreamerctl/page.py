@@ -10,7 +10,7 @@ import os
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamerctl.errors import UsageError
 from dreamerctl.fsutil import atomic_write_text, folder_problem
@@ -23,6 +23,10 @@ from dreamerctl.run.report import (
     official_suite,
     smooth,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 MARKER = "<!-- dreamerctl report -->"
 # The training panels, in order: (title, series keys drawn in it).
@@ -75,7 +79,7 @@ def check_output(output: Path) -> None:
         raise UsageError(f"cannot write to --output folder {folder}: {problem}")
 
 
-def svg(figure: Any) -> str:
+def svg(figure: Figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
@@ -85,7 +89,7 @@ def svg(figure: Any) -> str:
     return text[text.index("<svg"):]  # without the XML prolog and doctype
 
 
-def new_figure(width: float = 5.0, height: float = 3.0) -> tuple[Any, Any]:
+def new_figure(width: float = 5.0, height: float = 3.0) -> tuple[Figure, Axes]:
     import matplotlib
 
     matplotlib.use("Agg")

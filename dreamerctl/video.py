@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Generator, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import imageio_ffmpeg
 import numpy as np
@@ -28,6 +28,10 @@ from dreamerctl.fsutil import (
     put_in_place,
     temporary_path,
 )
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
+    from rich.progress import Progress, ProgressColumn
 
 # Constant quality: 18 is visually lossless for rendered frames and keeps 64x64 ones sharp.
 X264_PARAMS = ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]
@@ -57,19 +61,18 @@ class Mp4Writer:
         self.fps = fps
         self.count = 0
         self._shape: tuple[int, int] | None = None
-        self._gen: Any = None
+        self._gen: Generator[None, bytes | None, None] | None = None
 
     def append(self, frame: np.ndarray) -> None:
         """Add one uint8 (H, W, 3) frame; every frame must have the first frame's size."""
         frame = even_frame(check_frame(frame))
-        if self._gen is None:
-            self._start(frame.shape[:2])
+        gen = self._gen if self._gen is not None else self._start(frame.shape[:2])
         if frame.shape[:2] != self._shape:
             raise ValueError(f"frame {self.count} is {frame.shape[:2]}, expected {self._shape}")
-        self._gen.send(np.ascontiguousarray(frame).tobytes())
+        gen.send(np.ascontiguousarray(frame).tobytes())
         self.count += 1
 
-    def _start(self, shape: tuple[int, int]) -> None:
+    def _start(self, shape: tuple[int, int]) -> Generator[None, bytes | None, None]:
         self._shape = shape
         height, width = shape
         self._gen = imageio_ffmpeg.write_frames(
@@ -78,6 +81,7 @@ class Mp4Writer:
             output_params=X264_PARAMS, ffmpeg_log_level="error",
         )
         self._gen.send(None)  # start the ffmpeg process
+        return self._gen
 
     def commit(self, path: Path) -> int:
         """Finish the file and move it to `path` (same folder as the writer); returns the count."""
@@ -284,7 +288,7 @@ def make_folder(folder: Path) -> None:
 # Progress
 
 
-def progress_bar(*extra_columns: Any) -> Any:
+def progress_bar(*extra_columns: ProgressColumn) -> Progress:
     """A transient Rich progress bar on stderr; silent when stderr is not a terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -354,7 +358,7 @@ def side_by_side(frames: list[np.ndarray], height: int,
 
 
 @functools.cache
-def text_font(size: int) -> Any:
+def text_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """Pillow's default font at `size` px, loaded once per size (labels go on every frame)."""
     from PIL import ImageFont
 

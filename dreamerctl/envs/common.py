@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from dreamerctl.envs.base import Obs
 from dreamerctl.errors import UsageError
@@ -41,12 +41,12 @@ def resize(frame: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(frame, dtype=np.uint8)
 
 
-def discrete_index(action: Any) -> int:
+def discrete_index(action: npt.ArrayLike) -> int:
     """One-hot (or any score vector) (A,) -> the chosen index (argmax)."""
     return int(np.argmax(np.asarray(action).reshape(-1)))
 
 
-def rescale(action: Any, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def rescale(action: npt.ArrayLike, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Float (A,) in [-1, 1] -> the env's Box bounds, clipped first; unbounded dims pass through."""
     action = np.clip(np.asarray(action, dtype=np.float64).reshape(low.shape), -1.0, 1.0)
     bounded = np.isfinite(low) & np.isfinite(high)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ DEFAULT_CAMERA = {"quadruped": 2}  # camera -1 picks this, else camera 0
 LIVE: weakref.WeakSet[DMC] = weakref.WeakSet()
 
 
-def suite() -> Any:
+def suite() -> ModuleType:
     """dm_control.suite, imported after choosing a headless GL backend."""
     ensure_mujoco_gl()
     from dm_control import suite as dm_suite

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from dreamerctl.agent.agent import Agent
@@ -60,12 +61,12 @@ def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]]) -> dict
     return {key: np.concatenate([part[key] for part in parts]) for key in keys}
 
 
-def rounded(x: Any, digits: int = 3) -> Any:
+def rounded(x: npt.ArrayLike, digits: int = 3) -> Any:
     """A (nested) list of float64-rounded numbers, for printing and JSON."""
     return np.round(np.asarray(x, dtype=np.float64), digits).tolist()
 
 
-def significant(x: Any, digits: int = 3) -> list[float]:
+def significant(x: npt.ArrayLike, digits: int = 3) -> list[float]:
     """Numbers rounded to `digits` significant digits: values of 0.03 and of 900 both show."""
     return [float(f"{v:.{digits}g}") for v in np.asarray(x, dtype=np.float64).ravel()]
 
