@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
@@ -60,7 +61,7 @@ def to_cpu(tree: Any) -> Any:
     return tree
 
 
-def host_array(value: Any) -> np.ndarray:
+def host_array(value: npt.ArrayLike) -> np.ndarray:
     """An array torch can wrap: a copy where numpy's is read-only or has negative strides
     (dm_control's flipped renders, ALE's screen buffers), else the array itself."""
     array = np.asarray(value)

@@ -23,10 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dreamerctl.errors import DreamerError, RunError, UsageError, shared
 from dreamerctl.fsutil import process_running
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("dreamerctl")
 T = TypeVar("T")
@@ -87,7 +90,7 @@ class World:
         return self.size > 1
 
     # ----------------------------------------------------------------------------- placement
-    def device(self, device: Any) -> Any:
+    def device(self, device: torch.device) -> torch.device:
         """One GPU per rank: a CUDA device becomes cuda:LOCAL_RANK."""
         import torch
 
@@ -171,7 +174,7 @@ class World:
             raise shared(error)
         return result
 
-    def broadcast_state(self, module: Any) -> None:
+    def broadcast_state(self, module: torch.nn.Module) -> None:
         """Copy rank 0's parameters and buffers to every rank, in place."""
         if not self.distributed:
             return

@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -92,7 +93,7 @@ class ProgressReporter:
         self.rate = Rate(time.monotonic(), start)
         self.warm = not warmup
         self.bar: Progress | None = None
-        self.task_id: Any = None
+        self.task_id: TaskID | None = None
 
     def __enter__(self) -> ProgressReporter:
         if self.live:
@@ -118,7 +119,7 @@ class ProgressReporter:
     def update(self, completed: int, force: bool = False, **fields: Any) -> None:
         now = time.monotonic()
         self.rate.add(now, completed)
-        if self.bar is not None:
+        if self.bar is not None and self.task_id is not None:
             eta = self.eta(now, completed)
             eta_text = NO_ETA if eta is None else format_seconds(eta)
             # Steps/total, elapsed and ETA always show; the fields take what the terminal has

@@ -157,7 +157,7 @@ def group_key(run: Run) -> tuple[str, tuple[tuple[str, str], ...]]:
 def group_seeds(runs: Sequence[Run]) -> list[list[Run]]:
     """Runs of the same task and recipe (all but the seed and how they were driven), in the
     order of their first run."""
-    groups: dict[Any, list[Run]] = {}
+    groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Run]] = {}
     for run in runs:
         groups.setdefault(group_key(run), []).append(run)
     return list(groups.values())
