@@ -9,7 +9,9 @@ a 6-dim continuous action, batch 16 x 64), warms up, then times `--updates` upda
 Batches come from a replay of random steps on `--replay-device` (auto: the GPU the model
 trains on, as in training), so the time includes sampling and getting the batch to the model.
 `--set run.compile=reduce-overhead` times the compiled update (compiling happens in the
-warm-up, reported as warmup_s); on a GPU the report adds gpu_peak_mb.
+warm-up, reported as warmup_s); on a GPU the report adds gpu_peak_mb. The process keeps freed
+memory for reuse as training does (`dreamerctl.run.allocator`); `--default-malloc` times glibc's
+defaults instead.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.loops import run_updates
 from dreamerctl.config.loader import build_config
 from dreamerctl.replay import Replay, place_replay
+from dreamerctl.run.allocator import keep_freed_memory
 from dreamerctl.run.device import pick_device
 from dreamerctl.spaces import ActSpace, Space
 
@@ -56,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="config override over the preset, as `dreamerctl train --set`")
     parser.add_argument("--no-flops", action="store_true",
                         help="skip counting FLOPs and measuring the matmul peak")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds as they are (training sets them)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -161,6 +166,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    malloc = "default" if args.default_malloc else (
+        "keep freed" if keep_freed_memory(quiet=True) else "default")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gpu_peak_mb": (torch.cuda.max_memory_allocated(agent.device) / 2**20
                         if agent.device.type == "cuda" else None),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "compile": config.run.compile,
+        "compile": config.run.compile, "malloc": malloc,
         "nonfinite": metrics["train/nonfinite"],
         "overrides": args.set,
     }

@@ -68,9 +68,11 @@ def load_agent(path: Path, device: str = "auto") -> Loaded:
     """Build the agent a checkpoint describes and load its weights (weights_only)."""
     payload = read_payload(path)
     from dreamerctl.agent.agent import Agent
+    from dreamerctl.run.allocator import keep_freed_memory
     from dreamerctl.run.device import pick_device
     from dreamerctl.run.threads import apply_threads
 
+    keep_freed_memory(quiet=True)
     config = checkpoint_config(path, payload.config)
     # Compiling pays for long training runs, not for acting: a loaded agent runs eagerly.
     agent = Agent.from_config(payload.obs_space, payload.act_space, config, pick_device(device),

@@ -147,9 +147,11 @@ class Trainer:
         from dreamerctl.agent.agent import Agent
         from dreamerctl.envs import ParallelEnvs
         from dreamerctl.replay import Replay, check_memory, format_bytes, place_replay
+        from dreamerctl.run.allocator import keep_freed_memory
         from dreamerctl.run.device import pick_device
         from dreamerctl.run.threads import apply_threads
 
+        keep_freed_memory(quiet=not self.world.main)  # before the replay and the model exist
         run, env, train = self.config.run, self.config.env, self.config.train
         world = self.world
         self.device = world.device(pick_device(run.device))

@@ -81,6 +81,7 @@ def test_training_applies_and_logs_the_choice(tmp_path: Path,
         assert torch.get_num_threads() == 1
         assert any(r.getMessage().startswith("torch threads: 1 (auto: a 0.")
                    for r in caplog.records)
+        assert any(r.getMessage().startswith("malloc: ") for r in caplog.records)
         caplog.clear()
         with caplog.at_level("INFO", logger="dreamerctl"):
             train_run("gym_CartPole-v1", ["debug"],
