@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from dreamerctl.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("dreamerctl")
 
 
-def pick_device(name: str):  # -> torch.device
+def pick_device(name: str) -> torch.device:
     import torch
 
     has_cuda = torch.cuda.is_available()
