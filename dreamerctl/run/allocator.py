@@ -9,7 +9,7 @@ zero-filled pages and faults them in again. How much depends on what else the up
 with `imag_starts = "last"` the world-model half of a `small` fp32 update took 4.0 s against
 2.5 s with `"all"`, for the same work (a 2-core Xeon; RESULTS, "The allocator"). Keeping freed
 memory in the process for the next update removes it: 2.5 s with both, and a bf16 `"all"`
-update went from 3.6 to 2.6 s. The price is a higher peak RSS (2.5 -> 2.9 GB for `small`),
+update went from 3.6 to 2.5 s. The price is a higher peak RSS (2.5 -> 2.9 GB for `small`),
 since memory freed is kept rather than given back.
 
 Only glibc has these knobs (Linux with another C library, macOS and Windows keep their
