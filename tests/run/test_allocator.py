@@ -13,7 +13,10 @@ import pytest
 
 from dreamerctl.run.allocator import USER_SETTINGS, glibc
 
-pytestmark = pytest.mark.skipif(glibc() is None, reason="mallopt's mmap and trim thresholds exist only in glibc; other C libraries are left alone")
+pytestmark = pytest.mark.skipif(
+    glibc() is None,
+    reason="mallopt's mmap and trim thresholds exist only in glibc; other C libraries are left"
+           " alone")
 
 # Page faults per allocation of an 8 MiB tensor, each freed before the next, with the allocator
 # left as it is and after keep_freed_memory(); printed as JSON.
