@@ -45,6 +45,7 @@ class WorldModel(nn.Module):
         super().__init__()
         self.keys = used_keys(obs_space)
         self.free_bits = wm.free_bits
+        self.cont_terminal_weight = wm.cont_terminal_weight
         self.scales = {key: getattr(wm.loss_scales, key)
                        for key in (*self.keys, "reward", "cont", "dyn", "rep")}
         embed = 0
@@ -112,7 +113,9 @@ class WorldModel(nn.Module):
             losses[key] = dist.loss(target)
         losses["reward"] = self.reward(feat).loss(data["reward"])
         # A time limit (is_last without is_terminal) is not a death: only terminals stop.
-        losses["cont"] = self.cont(feat).loss(1.0 - data["is_terminal"].float())
+        terminal = data["is_terminal"].float()
+        losses["cont"] = self.cont(feat).loss(1.0 - terminal) * (
+            1.0 + (self.cont_terminal_weight - 1.0) * terminal)
         losses["dyn"], losses["rep"] = kl_losses(post["logits"], prior["logits"], self.free_bits)
         assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
         return losses, post

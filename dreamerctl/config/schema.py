@@ -122,6 +122,10 @@ class WorldModelConfig(Section):
     free_bits: float = Field(ge=0)
     bins: int = Field(ge=3)
     loss_scales: LossScales
+    cont_terminal_weight: float = Field(
+        ge=1, description="Weight of a terminal step in the continue loss (1: the paper). Deaths "
+        "that are rare in the replay (a cart leaving CartPole's track) count this many times."
+    )
     lr: float = Field(gt=0)
     eps: float = Field(gt=0)
     grad_clip: float = Field(gt=0)
