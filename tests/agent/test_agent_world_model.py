@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import OBS_KINDS, MakeAgent, MakeBatch, debug_config
+from conftest import OBS_KINDS, MakeAgent, MakeBatch, debug_config, new_agent
 
 from dreamerctl.agent.agent import Agent
 from dreamerctl.agent.rssm import State
@@ -168,6 +168,24 @@ def test_continuation_target_is_terminal_not_last(make_agent: MakeAgent,
     expected = torch.nn.functional.binary_cross_entropy_with_logits(
         logits, torch.zeros_like(logits), reduction="none")
     assert torch.allclose(loss, expected)
+
+
+def test_cont_terminal_weight_scales_terminal_steps_only(make_batch: MakeBatch) -> None:
+    """world_model.cont_terminal_weight = w multiplies the continue loss at terminal steps by w
+    and leaves live steps and time limits (is_last without is_terminal) as they were."""
+    terminal = np.zeros((2, 8), bool)
+    terminal[0, 3] = terminal[1, 7] = True
+    last = terminal.copy()
+    last[0, 7] = True  # a time limit: weight 1
+    losses = {}
+    for weight in (1.0, 7.0):
+        agent = new_agent("vector", overrides=(f"world_model.cont_terminal_weight={weight}",))
+        batch = make_batch(agent, is_terminal=terminal, is_last=last)
+        torch.manual_seed(0)
+        losses[weight] = agent.wm.loss(tensors(agent, batch))[0]["cont"]
+    expected = torch.where(torch.from_numpy(terminal), 7.0 * losses[1.0], losses[1.0])
+    assert torch.allclose(losses[7.0], expected)
+    assert not torch.allclose(losses[7.0], losses[1.0])
 
 
 def test_reward_head_starts_at_zero(make_agent: MakeAgent) -> None:
