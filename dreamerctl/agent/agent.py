@@ -17,6 +17,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
+from dreamerctl.agent.average import ParameterAverage
 from dreamerctl.agent.behavior import (
     Behavior,
     Trajectory,
@@ -119,6 +120,11 @@ class Agent(nn.Module):
                                 ac.grad_clip),
         }
         self.counters = {"world_model_updates": 0, "actor_critic_updates": 0}
+        # What a checkpoint's policy acts with when train.policy_ema > 0 (issue 20); kept out of
+        # the module tree so that parameter counts, broadcasts and state_dict stay the model's.
+        self.policy_average = (
+            ParameterAverage({"wm": self.wm, "actor": self.behavior.actor}, train.policy_ema)
+            if train.policy_ema > 0 else None)
         # Consecutive skipped (non-finite) steps of each optimiser, counted on the device.
         self._nonfinite_runs = {name: torch.zeros((), device=self.device)
                                 for name in self.optimizers}
@@ -266,6 +272,8 @@ class Agent(nn.Module):
             metrics["train/loss/critic_replay"] = r_loss.detach()
         c_norm, c_skipped = self.optimizers["critic"].step(c_loss)
         behavior.update_slow_critic()
+        if self.policy_average is not None:
+            self.policy_average.update()
         self.counters["actor_critic_updates"] += 1
         self._debug_shapes("actor-critic", starts_h=flat["h"], starts_z=flat["z"],
                            imagined_feat=traj.feat, imagined_action=traj.action,
@@ -360,12 +368,15 @@ class Agent(nn.Module):
         """Everything needed to resume, as CPU tensors, numbers, strings, lists and dicts (loads
         with torch.load(weights_only=True)): parameters, slow critic and return-normaliser
         buffers, optimiser states, counters."""
-        return {
+        state = {
             "modules": to_cpu(self.state_dict()),
             "optimizers": {name: to_cpu(opt.state_dict()) for name, opt in self.optimizers.items()},
             "counters": dict(self.counters),
             "nonfinite_runs": dict(self.nonfinite_runs),
         }
+        if self.policy_average is not None:
+            state["policy_average"] = self.policy_average.state_dict()
+        return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state["modules"])
@@ -374,6 +385,16 @@ class Agent(nn.Module):
         self.counters.update({key: int(value) for key, value in state["counters"].items()})
         for key, value in state.get("nonfinite_runs", {}).items():
             self._nonfinite_runs[key] = torch.tensor(float(value), device=self.device)
+        # A run that turns train.policy_ema on when it resumes starts its average then.
+        if self.policy_average is not None and "policy_average" in state:
+            self.policy_average.load_state_dict(state["policy_average"])
+
+    def acting_parameters(self) -> contextlib.AbstractContextManager[None]:
+        """The parameters a checkpoint's policy acts with, inside the block: the average of
+        train.policy_ema where there is one, else the live ones."""
+        if self.policy_average is None:
+            return contextlib.nullcontext()
+        return self.policy_average.swapped_in()
 
 
 def posterior_starts(post: State, data: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -180,6 +180,11 @@ class TrainConfig(Section):
         "when the full replay takes at most a third of its memory, else the CPU."
     )
     max_nonfinite: int = Field(ge=1)
+    policy_ema: float = Field(
+        ge=0, lt=1, description="Decay per update of a moving average of the world model's and "
+        "actor's parameters that eval, record, compare and run.eval_every act with (0: off, "
+        "the last parameters act, as in the paper). Training collects with the live ones."
+    )
 
 
 class Config(Section):

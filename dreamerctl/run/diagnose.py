@@ -300,7 +300,7 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     # One read: a live run replaces its checkpoint by a rename, never in place.
-    loaded = load_agent(checkpoint, device="cpu")
+    loaded = load_agent(checkpoint, device="cpu", acting=False)
     agent = loaded.agent
     seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
     data = load_replay(run, record_spaces(seen, agent.act_space))

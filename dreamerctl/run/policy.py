@@ -64,8 +64,10 @@ def checkpoint_config(path: Path, tree: dict[str, Any]) -> Config:
         raise RunError(f"checkpoint {path} has a config this dreamerctl cannot read: {e}") from None
 
 
-def load_agent(path: Path, device: str = "auto") -> Loaded:
-    """Build the agent a checkpoint describes and load its weights (weights_only)."""
+def load_agent(path: Path, device: str = "auto", acting: bool = True) -> Loaded:
+    """Build the agent a checkpoint describes and load its weights (weights_only). To act
+    (`acting`), it takes the parameters a policy acts with: their moving average where
+    train.policy_ema kept one; diagnose, which looks at training, keeps the live ones."""
     payload = read_payload(path)
     from dreamerctl.agent.agent import Agent
     from dreamerctl.run.allocator import keep_freed_memory
@@ -82,6 +84,8 @@ def load_agent(path: Path, device: str = "auto") -> Loaded:
         agent.load_state(payload.agent)
     except (KeyError, RuntimeError, ValueError) as e:
         raise RunError(f"checkpoint {path} does not match its own model: {e}") from None
+    if acting and agent.policy_average is not None:
+        agent.policy_average.copy_in()
     agent.eval()
     return Loaded(path, payload, agent, config)
 

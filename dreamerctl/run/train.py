@@ -488,7 +488,7 @@ class Trainer:
             seed = run.seed * 1000 + 7
             devices = [self.device] if self.device.type == "cuda" else []
             state = np.random.get_state(), random.getstate()
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices), self.agent.acting_parameters():
                 scores, lengths = run_episodes(self.agent, self.task, self.config.env,
                                                run.eval_episodes, seed, "sample",
                                                f"eval {self.task}", progress=False)
