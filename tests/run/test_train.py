@@ -225,3 +225,30 @@ def test_keep_every_keeps_the_last_snapshots_that_compare_reads(tmp_path: Path) 
     # `latest` is still the run's own checkpoint, not a snapshot.
     found = run_cli("find-latest", "--logdir", str(run_dir.parent.parent))
     assert found.stdout.strip() == str(run_dir / "checkpoint.pt")
+
+
+def test_policy_ema_changes_no_training_step_and_is_what_a_checkpoint_acts_with(
+        tmp_path: Path) -> None:
+    from dreamerctl.run.policy import load_agent
+
+    plain = train(tmp_path / "plain", "gym_CartPole-v1", "run.eval_every=40", steps=90)
+    averaged = train(tmp_path / "ema", "gym_CartPole-v1", "run.eval_every=40",
+                     "train.policy_ema=0.9", steps=90)
+    saved = load_checkpoint(averaged / "checkpoint.pt")["agent"]
+    # Training (the periodic evaluation with the average included) computes the same floats.
+    a = load_checkpoint(plain / "checkpoint.pt")["agent"]["modules"]
+    assert a.keys() == saved["modules"].keys()
+    assert all(torch.equal(a[k], saved["modules"][k]) for k in a)
+    assert saved["policy_average"]["count"] == saved["counters"]["actor_critic_updates"] > 1
+    # To act, a loaded agent takes the average; diagnose (acting=False) the live parameters.
+    acting = load_agent(averaged / "checkpoint.pt", "cpu").agent
+    live = load_agent(averaged / "checkpoint.pt", "cpu", acting=False).agent
+    average = saved["policy_average"]["average"]
+    for name, param in acting.behavior.actor.named_parameters():
+        assert torch.equal(param, average[f"actor.{name}"])
+    for name, param in live.behavior.actor.named_parameters():
+        assert torch.equal(param, saved["modules"][f"behavior.actor.{name}"])
+    assert not all(torch.equal(average[f"actor.{name}"], saved["modules"][f"behavior.actor.{name}"])
+                   for name, _ in live.behavior.actor.named_parameters())
+    # The critic is not averaged: it only trains.
+    assert not any(key.startswith("critic") for key in average)

@@ -1,0 +1,59 @@
+"""The moving average of the acting parameters (train.policy_ema, issue 20), by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dreamerctl.agent.average import ParameterAverage
+
+
+def layer(value: float) -> nn.Linear:
+    module = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(value)
+    return module
+
+
+def test_first_update_copies_then_each_update_moves_by_one_minus_decay() -> None:
+    live = layer(1.0)
+    average = ParameterAverage({"m": live}, decay=0.75)
+    with torch.no_grad():
+        live.weight.fill_(2.0)
+    average.update()  # the first update copies: 2
+    with torch.no_grad():
+        live.weight.fill_(6.0)
+    average.update()  # 0.75 * 2 + 0.25 * 6 = 3
+    average.update()  # 0.75 * 3 + 0.25 * 6 = 3.75
+    assert average.average["m.weight"].item() == pytest.approx(3.75)
+    assert average.count == 3
+
+
+def test_swapped_in_acts_with_the_average_and_gives_the_live_values_back() -> None:
+    live = layer(4.0)
+    average = ParameterAverage({"m": live}, decay=0.5)
+    with average.swapped_in():  # no update yet: nothing to swap in
+        assert live.weight.item() == 4.0
+    average.update()
+    with torch.no_grad():
+        live.weight.fill_(8.0)
+    average.update()  # 0.5 * 4 + 0.5 * 8 = 6
+    with average.swapped_in():
+        assert live.weight.item() == 6.0
+    assert live.weight.item() == 8.0
+    average.copy_in()
+    assert live.weight.item() == 6.0
+
+
+def test_state_round_trip_and_a_mismatched_model_is_refused() -> None:
+    average = ParameterAverage({"m": layer(3.0)}, decay=0.9)
+    average.update()
+    again = ParameterAverage({"m": layer(0.0)}, decay=0.9)
+    again.load_state_dict(average.state_dict())
+    assert again.count == 1 and again.average["m.weight"].item() == 3.0
+    other = ParameterAverage({"n": layer(0.0)}, decay=0.9)
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_state_dict(average.state_dict())
+    with pytest.raises(ValueError, match="decay"):
+        ParameterAverage({"m": layer(0.0)}, decay=1.0)
