@@ -28,7 +28,12 @@ Override = str | tuple[str, str]
 
 
 def preset_dir() -> Path:
-    """The installed presets folder (the repository's presets/ in a checkout)."""
+    """The presets of the code that runs: the checkout's presets/ beside its pyproject.toml when
+    this package is imported from a checkout (a second clone run with another clone's editable
+    install must not read that clone's presets), else the installed ones."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "presets" / "default.toml").is_file():
+        return root / "presets"
     return Path(str(resources.files("dreamerctl.presets")))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -165,6 +168,21 @@ def test_config_is_frozen() -> None:
 
 def test_presets_are_found_in_the_package() -> None:
     assert (preset_dir() / "default.toml").is_file()
+
+
+def test_a_second_checkout_reads_its_own_presets(tmp_path: Path) -> None:
+    """A clone run from its folder with another checkout's editable install (a frozen clone
+    for a learning run) imports its own code, so it must read its own presets too."""
+    repo = Path(__file__).resolve().parents[2]
+    clone = tmp_path / "clone"
+    shutil.copytree(repo / "dreamerctl", clone / "dreamerctl",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "presets", clone / "presets")
+    shutil.copy(repo / "pyproject.toml", clone / "pyproject.toml")
+    found = subprocess.run(
+        [sys.executable, "-c", "from dreamerctl.config import preset_dir; print(preset_dir())"],
+        cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found) == (clone / "presets").resolve()
 
 
 def test_size_presets_are_complete_over_the_cpu_sized_gym_preset() -> None:
