@@ -231,9 +231,11 @@ def test_policy_ema_changes_no_training_step_and_is_what_a_checkpoint_acts_with(
         tmp_path: Path) -> None:
     from dreamerctl.run.policy import load_agent
 
-    plain = train(tmp_path / "plain", "gym_CartPole-v1", "run.eval_every=40", steps=90)
+    plain = train(tmp_path / "plain", "gym_CartPole-v1", "run.eval_every=40",
+                  "train.policy_ema=0", steps=90)
     averaged = train(tmp_path / "ema", "gym_CartPole-v1", "run.eval_every=40",
                      "train.policy_ema=0.9", steps=90)
+    assert "policy_average" not in load_checkpoint(plain / "checkpoint.pt")["agent"]
     saved = load_checkpoint(averaged / "checkpoint.pt")["agent"]
     # Training (the periodic evaluation with the average included) computes the same floats.
     a = load_checkpoint(plain / "checkpoint.pt")["agent"]["modules"]
