@@ -4,7 +4,7 @@ a checkpoint's policy acts with when `train.policy_ema` > 0 (issue 20).
 Not in the paper: there the last parameters act. Why: a CartPole agent whose training episodes
 all reach 500 has frozen snapshots that drive off the track, each with its own small drift that
 the next few hundred updates reverse; the mean of neighbouring snapshots' parameters holds
-(benchmarks/RESULTS.md, "Acting with averaged parameters"). Training is unchanged: collection
+(benchmarks/RESULTS.md, "Two tries at the flicker"). Training is unchanged: collection
 uses the live parameters, and the average is only read by eval, record, compare and the
 periodic evaluation.
 """
