@@ -141,26 +141,30 @@ def test_gpu_check_selects_the_cuda_tests() -> None:
 
 def test_learn_tables_training_returns_against_the_official_curve(tmp_path: Path) -> None:
     """The training-episode table: episodes ending in the 10,000 env frames up to each point,
-    frames = agent steps x the run's action repeat, and the official curve's mean over its
-    seeds at the same frames (computed here from the shipped score file)."""
+    frames = agent steps x the run's action repeat, the seeds' mean (each seed weighs alike),
+    and the official curve's mean over its seeds with its lowest and highest seed at the same
+    frames (computed here from the shipped score file)."""
     import csv
     import gzip
 
-    run_dir = tmp_path / "logs" / "dreamer_dmc_cartpole_swingup" / "20261203-000000"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(
-        '[env]\naction_repeat = 2\nobs_keys = ["vector"]\n[run]\nseed = 3\n')
-    (run_dir / "metrics.jsonl").write_text("")
-    episodes = [(30_000, 100.0), (40_001, 200.0), (50_000, 400.0), (50_002, 900.0),
-                (100_000, 700.0)]
-    (run_dir / "scores.jsonl").write_text("".join(
-        json.dumps({"step": f // 2, "frames": f, "episode/score": s, "episode/length": 500})
-        + "\n" for f, s in episodes))
     lines = tmp_path / "points.jsonl"
-    lines.write_text("".join(json.dumps(
-        {"task": "dmc_cartpole_swingup", "seed": 3, "step": step, "train_s": 1.0, "eval_s": 1.0,
-         "mean": 10.0, "ci95": [5.0, 15.0], "run_dir": str(run_dir)}) + "\n"
-        for step in (25_000, 50_000)))
+    seeds = {3: [(30_000, 100.0), (40_001, 200.0), (50_000, 400.0), (50_002, 900.0),
+                 (100_000, 700.0)],
+             4: [(45_000, 600.0), (95_000, 500.0)]}
+    for seed, episodes in seeds.items():
+        run_dir = tmp_path / "logs" / "dreamer_dmc_cartpole_swingup" / f"20261203-00000{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.toml").write_text(
+            f'[env]\naction_repeat = 2\nobs_keys = ["vector"]\n[run]\nseed = {seed}\n')
+        (run_dir / "metrics.jsonl").write_text("")
+        (run_dir / "scores.jsonl").write_text("".join(
+            json.dumps({"step": f // 2, "frames": f, "episode/score": s, "episode/length": 500})
+            + "\n" for f, s in episodes))
+        with lines.open("a") as out:
+            out.write("".join(json.dumps(
+                {"task": "dmc_cartpole_swingup", "seed": seed, "step": step, "train_s": 1.0,
+                 "eval_s": 1.0, "mean": 10.0, "ci95": [5.0, 15.0], "run_dir": str(run_dir)})
+                + "\n" for step in (25_000, 50_000)))
     results = tmp_path / "RESULTS.md"
     made = script("learn.py", "dmc_cartpole_swingup", "--steps", "50000", "--every", "25000",
                   "--threshold", "0", "--from-jsonl", str(lines), "--write", str(results))
@@ -169,11 +173,15 @@ def test_learn_tables_training_returns_against_the_official_curve(tmp_path: Path
     assert "| seed | 50,000 frames | 100,000 frames |" in text
     # (40,000, 50,000]: 200 and 400 (30,000 and 50,002 are outside); (90,000, 100,000]: 700.
     assert "| 3 | 300.0 (2) | 700.0 (1) |" in text
+    assert "| 4 | 600.0 (1) | 500.0 (1) |" in text
+    assert "| mean of these 2 seeds | 450.0 | 600.0 |" in text  # not 366.7: seeds weigh alike
     data = ROOT / "dreamerctl" / "data" / "dreamerv3-official-scores.csv.gz"
     with gzip.open(data, "rt") as f:
         rows = [r for r in csv.DictReader(f)
                 if r["suite"] == "dmc_proprio" and r["task"] == "dmc_cartpole_swingup"]
-    official = [sum(float(r["score"]) for r in rows if float(r["step"]) == f)
-                / sum(float(r["step"]) == f for r in rows) for f in (50_000, 100_000)]
-    assert f"| {official[0]:.1f} | {official[1]:.1f} |" in text
-    assert "official (dmc_proprio, mean of" in text
+    cells = []
+    for frames in (50_000, 100_000):
+        scores = [float(r["score"]) for r in rows if float(r["step"]) == frames]
+        cells.append(f"{sum(scores) / len(scores):.1f} [{min(scores):.0f}, {max(scores):.0f}]")
+    assert ("| official (dmc_proprio, mean of 5 seeds [lowest, highest seed]) | "
+            f"{cells[0]} | {cells[1]} |") in text
