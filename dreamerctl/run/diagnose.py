@@ -48,17 +48,34 @@ from dreamerctl.agent.maths import lambda_return
 from dreamerctl.errors import RunError
 from dreamerctl.replay.chunks import list_chunks, read_chunk
 from dreamerctl.run import rundir
-from dreamerctl.run.policy import load_agent
+from dreamerctl.run.policy import Loaded, load_agent
 from dreamerctl.spaces import TRAIN_KEYS, record_spaces
 
 
-def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
-    """Stream 0 of the run's replay, oldest first: key -> (N, ...)."""
-    names = [n for n in list_chunks(run / "replay") if n.stream == 0 and not n.bad]
-    parts = [part for name in names if (part := read_chunk(name, keys)) is not None]
+def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]],
+                until: int | None = None) -> dict[str, np.ndarray]:
+    """Stream 0 of the run's replay, oldest first: key -> (N, ...); with `until`, only its
+    steps before that index (what the replay held when an earlier checkpoint was written)."""
+    names = [n for n in list_chunks(run / "replay")
+             if n.stream == 0 and not n.bad and (until is None or n.first < until)]
+    parts = []
+    for name in names:
+        part = read_chunk(name, keys)
+        if part is not None and until is not None and name.end > until:
+            part = {key: value[:until - name.first] for key, value in part.items()}
+        if part is not None:
+            parts.append(part)
     if not parts:
         raise RunError(f"no replay chunks in {run / 'replay'}")
     return {key: np.concatenate([part[key] for part in parts]) for key in keys}
+
+
+def steps_seen(loaded: Loaded) -> int | None:
+    """How many steps of stream 0 the replay held when this checkpoint was written: a kept
+    snapshot is diagnosed on the data it had trained on, not on what the run collected after
+    it. None for checkpoints older than the replay's counters."""
+    added = loaded.replay_state.get("added")
+    return None if added is None else int(added) // loaded.config.env.num_envs
 
 
 def rounded(x: npt.ArrayLike, digits: int = 3) -> Any:
@@ -303,11 +320,16 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
     loaded = load_agent(checkpoint, device="cpu", acting=False)
     agent = loaded.agent
     seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
-    data = load_replay(run, record_spaces(seen, agent.act_space))
+    keys = record_spaces(seen, agent.act_space)
+    until = steps_seen(loaded)
+    data = load_replay(run, keys, until)
+    later = 0 if until is None else sum(
+        max(0, n.end - max(n.first, until)) for n in list_chunks(run / "replay")
+        if n.stream == 0 and not n.bad)
     recent = last_states(agent, data, last)
     return {
         "run": str(run), "checkpoint": str(checkpoint), "step": loaded.step,
-        "replay_steps": len(data["reward"]),
+        "replay_steps": len(data["reward"]), "replay_steps_after": later,
         "values": value_report(agent, data, episodes),
         "policy": policy_report(agent, *recent),
         "reward": reward_report(agent, *recent),
@@ -320,7 +342,9 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
 def format_report(report: dict[str, Any]) -> str:
     lines: list[str] = []
     lines.append(f"{report['run']}: checkpoint at step {report['step']}, "
-          f"{report['replay_steps']} replayed steps")
+          f"{report['replay_steps']} replayed steps"
+          + (f" (the replay as this checkpoint saw it: the {report['replay_steps_after']} steps "
+             "collected after it are left out)" if report.get("replay_steps_after") else ""))
     lines.append("\nvalues (critic V vs discounted return collected) along the last episodes")
     for ep in report["values"]:
         cut = (", cut by the time limit: the return omits what the critic counts after it"

@@ -54,6 +54,8 @@ class Loaded:
         self.frames = payload.frames
         self.obs_space: dict[str, Space] = payload.obs_space
         self.act_space: ActSpace = payload.act_space
+        # Rank 0's replay counters when it was saved (diagnose reads the replay as it was then).
+        self.replay_state: dict[str, Any] = payload.rank_state(0).get("replay", {})
 
 
 def checkpoint_config(path: Path, tree: dict[str, Any]) -> Config:

@@ -77,6 +77,13 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert earlier.returncode == 0, earlier.stderr
     assert json.loads(earlier.stdout)["step"] == 40
     assert json.loads(earlier.stdout)["run"] == str(run)
+    # ... and on the replay as it was then: the 40 steps collected after it are left out.
+    assert json.loads(earlier.stdout)["replay_steps"] == 40
+    assert json.loads(earlier.stdout)["replay_steps_after"] == 40
+    assert report["replay_steps"] == 80 and report["replay_steps_after"] == 0
+    text = run_cli("diagnose", str(snapshot), "--context", "4", "--horizon", "3", "--windows", "4")
+    assert "40 replayed steps (the replay as this checkpoint saw it: the 40 steps collected " \
+        "after it are left out)" in text.stdout, text.stdout
     assert report["gradient"] is None  # no dynamics gradient for discrete actions
     share = report["policy"]["action_share"]  # of one-hot actions, each rounded to 3 digits
     assert abs(sum(share) - 1.0) <= 0.0005 * len(share) + 1e-9
