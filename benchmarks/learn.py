@@ -268,11 +268,13 @@ def training_returns(curves: list[Curve]) -> list[str]:
              "| seed | " + " | ".join(f"{f:,} frames" for f in frames) + " |",
              "|---|" + "---|" * len(steps)]
     means: dict[int, list[float]] = {f: [] for f in frames}
+    reached = {c.seed: max((p.step for p in c.points), default=0) * repeat for c in curves}
     for seed, run in runs.items():
         x, y = run.series["episode/score"]
         cells = []
         for f in frames:
-            inside = (x > f - BIN_FRAMES) & (x <= f)
+            # Past the seed's last evaluated point the window would hold only older episodes.
+            inside = (x > f - BIN_FRAMES) & (x <= f) & (f <= reached[seed])
             if inside.any():
                 means[f].append(float(y[inside].mean()))
             cells.append(f"{y[inside].mean():.1f} ({int(inside.sum())})" if inside.any() else "")
