@@ -275,9 +275,11 @@ def training_returns(curves: list[Curve]) -> list[str]:
         for f in frames:
             # Past the seed's last evaluated point the window would hold only older episodes.
             inside = (x > f - BIN_FRAMES) & (x <= f) & (f <= reached[seed])
-            if inside.any():
-                means[f].append(float(y[inside].mean()))
-            cells.append(f"{y[inside].mean():.1f} ({int(inside.sum())})" if inside.any() else "")
+            if not inside.any():
+                cells.append("")
+                continue
+            means[f].append(float(y[inside].mean()))
+            cells.append(f"{means[f][-1]:.1f} ({int(inside.sum())})")
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     if len(runs) > 1:  # the row to hold against the official mean: seeds weigh alike
         cells = [f"{fmean(means[f]):.1f}" if len(means[f]) == len(runs) else "" for f in frames]

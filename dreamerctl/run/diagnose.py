@@ -46,25 +46,31 @@ from dreamerctl.agent.behavior import Behavior
 from dreamerctl.agent.distributions import BoundedNormal
 from dreamerctl.agent.maths import lambda_return
 from dreamerctl.errors import RunError
-from dreamerctl.replay.chunks import list_chunks, read_chunk
+from dreamerctl.replay.chunks import ChunkName, list_chunks, read_chunk
 from dreamerctl.run import rundir
 from dreamerctl.run.policy import Loaded, load_agent
 from dreamerctl.spaces import TRAIN_KEYS, record_spaces
+
+
+def replay_chunks(run: Path) -> list[ChunkName]:
+    """Stream 0's readable chunk names, oldest first (what diagnose looks at)."""
+    return [n for n in list_chunks(run / "replay") if n.stream == 0 and not n.bad]
 
 
 def load_replay(run: Path, keys: dict[str, tuple[tuple[int, ...], str]],
                 until: int | None = None) -> dict[str, np.ndarray]:
     """Stream 0 of the run's replay, oldest first: key -> (N, ...); with `until`, only its
     steps before that index (what the replay held when an earlier checkpoint was written)."""
-    names = [n for n in list_chunks(run / "replay")
-             if n.stream == 0 and not n.bad and (until is None or n.first < until)]
     parts = []
-    for name in names:
+    for name in replay_chunks(run):
+        if until is not None and name.first >= until:
+            continue
         part = read_chunk(name, keys)
-        if part is not None and until is not None and name.end > until:
+        if part is None:
+            continue
+        if until is not None and name.end > until:
             part = {key: value[:until - name.first] for key, value in part.items()}
-        if part is not None:
-            parts.append(part)
+        parts.append(part)
     if not parts:
         raise RunError(f"no replay chunks in {run / 'replay'}")
     return {key: np.concatenate([part[key] for part in parts]) for key in keys}
@@ -323,9 +329,8 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
     keys = record_spaces(seen, agent.act_space)
     until = steps_seen(loaded)
     data = load_replay(run, keys, until)
-    later = 0 if until is None else sum(
-        max(0, n.end - max(n.first, until)) for n in list_chunks(run / "replay")
-        if n.stream == 0 and not n.bad)
+    later = 0 if until is None else sum(max(0, n.end - max(n.first, until))
+                                        for n in replay_chunks(run))
     recent = last_states(agent, data, last)
     return {
         "run": str(run), "checkpoint": str(checkpoint), "step": loaded.step,
