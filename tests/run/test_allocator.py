@@ -49,8 +49,10 @@ def probe(**env: str) -> tuple[dict[str, float], str]:
 
 def test_freed_tensors_are_reused_without_page_faults() -> None:
     result, log = probe()
-    # An 8 MiB block is 2,048 pages: glibc gives each one back and faults it in anew.
-    assert result["default"] > 1000, result
+    # An 8 MiB block is 2,048 pages: glibc gives them back and the kernel faults them in anew.
+    # How many faults that takes depends on the kernel (1,790 on the 2-core Xeon, 510 on a CI
+    # machine), so the probe only has to see far more faults than after the change.
+    assert result["default"] > 200, result
     assert result["changed"] is True
     assert result["after"] < 50, result
     assert "malloc: freed memory kept for reuse" in log
@@ -60,5 +62,5 @@ def test_freed_tensors_are_reused_without_page_faults() -> None:
 def test_the_users_own_threshold_wins(name: str) -> None:
     result, log = probe(**{name: "131072"})  # glibc's default mmap threshold, fixed
     assert result["changed"] is False
-    assert result["after"] > 1000, result  # still the user's (slow) setting
+    assert result["after"] > 200, result  # still the user's (slow) setting
     assert f"malloc: {name} set by the environment, left as it is" in log
