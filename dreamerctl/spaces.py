@@ -21,6 +21,9 @@ TRAIN_KEYS = ("action", *STEP_KEYS)  # ... and what a replayed step adds for tra
 # How a trained agent acts (`--mode`, `Agent.act`): sample its policy, as DreamerV3 evaluates, or
 # take the policy's mode.
 ACT_MODES = ("sample", "greedy")
+# With which of a checkpoint's parameters it acts (`--parameters`): the moving average its policy
+# acts with (train.policy_ema; the last trained ones where none was kept), or the last trained.
+ACT_PARAMETERS = ("average", "live")
 
 # (shape, dtype) of one key of a step record, as the replay stores it.
 KeySpaces = dict[str, tuple[tuple[int, ...], str]]

@@ -396,6 +396,13 @@ class Agent(nn.Module):
             return contextlib.nullcontext()
         return self.policy_average.swapped_in()
 
+    @property
+    def acts_with(self) -> str:
+        """Which parameters `acting_parameters` holds: "average" once train.policy_ema has
+        averaged an update, else "live"."""
+        average = self.policy_average
+        return "average" if average is not None and average.count > 0 else "live"
+
 
 def posterior_starts(post: State, data: dict[str, Tensor]) -> dict[str, Tensor]:
     """Detached start states from a posterior: h (B, T, D) float32, z (B, T, K, C),

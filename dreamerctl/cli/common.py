@@ -14,9 +14,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dreamerctl.spaces import ACT_MODES
+from dreamerctl.spaces import ACT_MODES, ACT_PARAMETERS
 
 MODE_METAVAR = "|".join(ACT_MODES)  # --mode of eval, record and compare
+PARAMETERS_METAVAR = "|".join(ACT_PARAMETERS)  # --parameters of eval, record and compare
+PARAMETERS_HELP = ("average: the moving average the policy acts with (train.policy_ema; the "
+                   "last trained parameters where none was kept) | live: the last trained "
+                   "parameters, as training collected with them")
 
 # Results go to stdout; progress, logs and errors go to stderr (SPEC §6).
 out = Console(soft_wrap=True)
@@ -29,17 +33,19 @@ if not out.is_terminal:
 LOGDIR_HELP = "Root of run directories \\[default: $DREAMERCTL_LOGDIR or ~/logdir]."
 
 
-def agent_options(random_agent: bool, mode: str | None, device: str | None) -> tuple[str, str]:
-    """`--mode` and `--device` (defaults sample, auto) say how a checkpoint's agent acts and
-    where it runs; a random agent has neither, so giving them with `--random-agent` is an error
-    rather than silently ignored."""
+def agent_options(random_agent: bool, mode: str | None, device: str | None,
+                  parameters: str | None = None) -> tuple[str, str, str]:
+    """`--mode`, `--device` and `--parameters` (defaults sample, auto, average) say how a
+    checkpoint's agent acts, where it runs and with which parameters; a random agent has none
+    of them, so giving them with `--random-agent` is an error rather than silently ignored."""
     from dreamerctl.errors import UsageError
 
-    given = [flag for flag, value in (("--mode", mode), ("--device", device)) if value is not None]
+    given = [flag for flag, value in (("--mode", mode), ("--device", device),
+                                      ("--parameters", parameters)) if value is not None]
     if random_agent and given:
         raise UsageError(f"{' and '.join(given)} cannot be used with --random-agent: it acts "
                          "uniformly at random, with no network")
-    return mode or "sample", device or "auto"
+    return mode or "sample", device or "auto", parameters or "average"
 
 
 def default_logdir() -> Path:

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import MODE_METAVAR, logdir_or_default, print_rows
+from dreamerctl.cli.common import (
+    MODE_METAVAR,
+    PARAMETERS_HELP,
+    PARAMETERS_METAVAR,
+    logdir_or_default,
+    print_rows,
+)
 
-COLUMNS = ["path", "task", "step", "episodes", "mean", "std", "min", "max", "ci95_low",
-           "ci95_high"]
+COLUMNS = ["path", "task", "step", "parameters", "episodes", "mean", "std", "min", "max",
+           "ci95_low", "ci95_high"]
 
 
 def compare(
@@ -32,6 +38,9 @@ def compare(
         False, "--random-agent",
         help="Add a row per task: random actions in its first checkpoint's env settings.",
     ),
+    parameters: str = typer.Option(
+        "average", "--parameters", metavar=PARAMETERS_METAVAR, help=PARAMETERS_HELP + "."
+    ),
 ) -> None:
     """Evaluate checkpoints on the same seeds; rows grouped by task, best mean first."""
     from dreamerctl.errors import UsageError
@@ -41,5 +50,5 @@ def compare(
         raise UsageError("--json and --csv exclude each other")
     rows = compare_checkpoints(checkpoints, logdir_or_default(logdir), episodes=episodes,
                                seed=seed, mode=mode, device=device,
-                               random_agent=random_agent)
+                               random_agent=random_agent, parameters=parameters)
     print_rows(rows, COLUMNS, title="compare", as_json=as_json, as_csv=as_csv)

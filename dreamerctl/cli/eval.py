@@ -8,14 +8,16 @@ import typer
 
 from dreamerctl.cli.common import (
     MODE_METAVAR,
+    PARAMETERS_HELP,
+    PARAMETERS_METAVAR,
     agent_options,
     logdir_or_default,
     print_json,
     print_rows,
 )
 
-COLUMNS = ["task", "step", "episodes", "mean", "std", "min", "max", "ci95_low", "ci95_high",
-           "mean_length"]
+COLUMNS = ["task", "step", "parameters", "episodes", "mean", "std", "min", "max", "ci95_low",
+           "ci95_high", "mean_length"]
 
 
 def evaluate(
@@ -47,13 +49,17 @@ def evaluate(
     device: str | None = typer.Option(
         None, "--device", metavar="auto|cpu|cuda", help="auto | cpu | cuda \\[default: auto]."
     ),
+    parameters: str | None = typer.Option(
+        None, "--parameters", metavar=PARAMETERS_METAVAR,
+        help=PARAMETERS_HELP + " \\[default: average]."
+    ),
 ) -> None:
     """Evaluate a checkpoint: mean, std, min, max and a 95% bootstrap CI of the episode scores."""
     from dreamerctl.errors import UsageError
     from dreamerctl.run.evaluate import evaluate_checkpoint, evaluate_random
     from dreamerctl.run.rundir import resolve_checkpoint
 
-    mode, device = agent_options(random_agent, mode, device)
+    mode, device, parameters = agent_options(random_agent, mode, device, parameters)
     if random_agent:
         result = evaluate_random(checkpoint, logdir_or_default(logdir), task, episodes, seed)
         title = f"random agent on {result['task']}"
@@ -62,7 +68,7 @@ def evaluate(
     else:
         path = resolve_checkpoint(checkpoint, logdir_or_default(logdir), task=task)
         result = evaluate_checkpoint(path, task=task, episodes=episodes, seed=seed, mode=mode,
-                                     device=device)
+                                     device=device, parameters=parameters)
         title = str(path)
     if as_json:
         print_json(result)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from dreamerctl.cli.common import MODE_METAVAR, agent_options, logdir_or_default, print_line
+from dreamerctl.cli.common import (
+    MODE_METAVAR,
+    PARAMETERS_HELP,
+    PARAMETERS_METAVAR,
+    agent_options,
+    logdir_or_default,
+    print_line,
+)
 
 
 def record(
@@ -55,16 +62,20 @@ def record(
     device: str | None = typer.Option(
         None, "--device", metavar="auto|cpu|cuda", help="auto | cpu | cuda \\[default: auto]."
     ),
+    parameters: str | None = typer.Option(
+        None, "--parameters", metavar=PARAMETERS_METAVAR,
+        help=PARAMETERS_HELP + " \\[default: average]."
+    ),
 ) -> None:
     """Record episodes to <output>/episode_<NNN>_score_<score>.mp4 and episodes.jsonl."""
     from dreamerctl.run.record import RecordRequest, record_videos
 
-    mode, device = agent_options(random_agent, mode, device)
+    mode, device, parameters = agent_options(random_agent, mode, device, parameters)
     request = RecordRequest(
         checkpoint=checkpoint, random_agent=random_agent, task=task, episodes=episodes,
         output=output, fps=fps, max_steps=max_steps, make_gif=make_gif, seed=seed,
         with_model=with_model, overwrite=overwrite, append=append, mode=mode,
-        logdir=logdir_or_default(logdir), device=device,
+        logdir=logdir_or_default(logdir), device=device, parameters=parameters,
     )
     # Each path as soon as its episode is kept: after a Ctrl-C stdout lists what was recorded.
     record_videos(request, on_episode=lambda row: print_line(row["path"]))

@@ -323,7 +323,7 @@ def diagnose(run: Path, checkpoint: Path | None = None, episodes: int = 2, last:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     # One read: a live run replaces its checkpoint by a rename, never in place.
-    loaded = load_agent(checkpoint, device="cpu", acting=False)
+    loaded = load_agent(checkpoint, device="cpu", parameters="live")
     agent = loaded.agent
     seen = {key: space for key, space in loaded.obs_space.items() if key in agent.wm.keys}
     keys = record_spaces(seen, agent.act_space)

@@ -13,6 +13,7 @@ from dreamerctl.run import rundir
 from dreamerctl.run.policy import (
     RandomPolicy,
     check_mode,
+    check_parameters,
     load_agent,
     random_agent_setup,
     task_and_env,
@@ -83,14 +84,15 @@ def run_episodes(agent: Agent | None, task: str, env_cfg: EnvConfig, episodes: i
 
 
 def evaluate_checkpoint(path: Path, task: str | None, episodes: int, seed: int, mode: str,
-                        device: str) -> dict[str, Any]:
+                        device: str, parameters: str = "average") -> dict[str, Any]:
     check_mode(mode)
-    loaded = load_agent(path, device)
+    loaded = load_agent(path, device, parameters)
     chosen, env_cfg = task_and_env(loaded, task)
     scores, lengths = run_episodes(loaded.agent, chosen, env_cfg, episodes, seed, mode,
                                    f"eval {chosen}")
     return {"path": str(path), "task": chosen, "step": loaded.step, "frames": loaded.frames,
-            "mode": mode, "seed": seed, **score_summary(scores, lengths, seed)}
+            "mode": mode, "parameters": loaded.parameters, "seed": seed,
+            **score_summary(scores, lengths, seed)}
 
 
 def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: int,
@@ -105,13 +107,15 @@ def evaluate_random(checkpoint: str, logdir: Path, task: str | None, episodes: i
 
 
 def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int, mode: str,
-                        device: str, random_agent: bool = False) -> list[dict[str, Any]]:
+                        device: str, random_agent: bool = False,
+                        parameters: str = "average") -> list[dict[str, Any]]:
     """Each checkpoint on its own task and the same seeds; rows grouped by task (in the order
     the tasks first appear) and sorted by mean within each, best first: scores of different
     tasks are not comparable.
     With `random_agent`, one more row per task: uniform random actions in the env settings of
     that task's first checkpoint (path "random", step 0, `env_from` that checkpoint)."""
     check_mode(mode)
+    check_parameters(parameters)
     paths: list[Path] = []
     for spec in specs:
         path = rundir.resolve_checkpoint(spec, logdir)
@@ -119,7 +123,7 @@ def compare_checkpoints(specs: list[str], logdir: Path, episodes: int, seed: int
             paths.append(path)
     if not paths:
         raise UsageError("compare needs at least one checkpoint")
-    rows = [evaluate_checkpoint(p, None, episodes, seed, mode, device) for p in paths]
+    rows = [evaluate_checkpoint(p, None, episodes, seed, mode, device, parameters) for p in paths]
     if random_agent:
         first_of_task: dict[str, str] = {}
         for row in rows:

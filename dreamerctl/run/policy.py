@@ -11,7 +11,7 @@ from dreamerctl.config import Config, EnvConfig, saved_config
 from dreamerctl.errors import DreamerError, RunError, UsageError
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import Payload, read_meta, read_payload
-from dreamerctl.spaces import ACT_MODES, ActSpace, Space
+from dreamerctl.spaces import ACT_MODES, ACT_PARAMETERS, ActSpace, Space
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -45,10 +45,13 @@ class RandomPolicy:
 class Loaded:
     """A checkpoint's agent with its config, task and spaces."""
 
-    def __init__(self, path: Path, payload: Payload, agent: Agent, config: Config) -> None:
+    def __init__(self, path: Path, payload: Payload, agent: Agent, config: Config,
+                 parameters: str) -> None:
         self.path = path
         self.agent = agent
         self.config = config
+        # Which parameters the agent holds: "average" (train.policy_ema's) or "live".
+        self.parameters = parameters
         self.task = payload.task
         self.step = payload.step
         self.frames = payload.frames
@@ -66,10 +69,12 @@ def checkpoint_config(path: Path, tree: dict[str, Any]) -> Config:
         raise RunError(f"checkpoint {path} has a config this dreamerctl cannot read: {e}") from None
 
 
-def load_agent(path: Path, device: str = "auto", acting: bool = True) -> Loaded:
-    """Build the agent a checkpoint describes and load its weights (weights_only). To act
-    (`acting`), it takes the parameters a policy acts with: their moving average where
-    train.policy_ema kept one; diagnose, which looks at training, keeps the live ones."""
+def load_agent(path: Path, device: str = "auto", parameters: str = "average") -> Loaded:
+    """Build the agent a checkpoint describes and load its weights (weights_only).
+    `parameters`: "average" takes those a policy acts with, the moving average where
+    train.policy_ema kept one (else the live ones); "live" the last trained ones, as training
+    collected with them (diagnose, and `--parameters live` for an A/B of the two)."""
+    check_parameters(parameters)
     payload = read_payload(path)
     from dreamerctl.agent.agent import Agent
     from dreamerctl.run.allocator import keep_freed_memory
@@ -86,10 +91,11 @@ def load_agent(path: Path, device: str = "auto", acting: bool = True) -> Loaded:
         agent.load_state(payload.agent)
     except (KeyError, RuntimeError, ValueError) as e:
         raise RunError(f"checkpoint {path} does not match its own model: {e}") from None
-    if acting and agent.policy_average is not None:
+    used = agent.acts_with if parameters == "average" else "live"
+    if used == "average" and agent.policy_average is not None:
         agent.policy_average.copy_in()
     agent.eval()
-    return Loaded(path, payload, agent, config)
+    return Loaded(path, payload, agent, config, used)
 
 
 def check_spaces(task: str, env_cfg: EnvConfig, loaded: Loaded) -> None:
@@ -169,18 +175,20 @@ class AgentActor:
 
 
 def load_actor(path: Path, task: str | None, seed: int, mode: str, device: str,
-               with_model: bool) -> tuple[AgentActor, str, EnvConfig]:
-    """The actor, task and env config for `record` with the checkpoint at `path`."""
+               with_model: bool, parameters: str = "average"
+               ) -> tuple[AgentActor, str, EnvConfig, str]:
+    """The actor, task, env config and parameters used (`Loaded.parameters`) for `record` with
+    the checkpoint at `path`."""
     import torch
 
     check_mode(mode)
-    loaded = load_agent(path, device)
+    loaded = load_agent(path, device, parameters)
     if with_model and "image" not in loaded.obs_space:
         raise UsageError(f"--with-model shows the world model's view of image observations, "
                          f"but {path} sees only vectors: leave --with-model out")
     chosen, env_cfg = task_and_env(loaded, task)
     torch.manual_seed(seed)
-    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg
+    return AgentActor(loaded.agent, mode, with_model), chosen, env_cfg, loaded.parameters
 
 
 def random_agent_setup(checkpoint: str, logdir: Path,
@@ -211,6 +219,11 @@ def random_agent_setup(checkpoint: str, logdir: Path,
     env_cfg = (checkpoint_config(path, meta.config).env if chosen == meta.task
                else build_config(chosen).env)
     return chosen, env_cfg, path
+
+
+def check_parameters(parameters: str) -> None:
+    if parameters not in ACT_PARAMETERS:
+        raise UsageError(f"unknown --parameters '{parameters}': use {' or '.join(ACT_PARAMETERS)}")
 
 
 def check_mode(mode: str) -> None:

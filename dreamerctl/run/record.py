@@ -41,7 +41,8 @@ class Actor(Protocol):
 
 def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: int,
                     max_steps: int | None, make_gif: bool, overwrite: bool, seed: int, task: str,
-                    progress: bool = True, checkpoint: Path | None = None, append: bool = False,
+                    progress: bool = True, checkpoint: Path | None = None,
+                    parameters: str | None = None, append: bool = False,
                     on_episode: Callable[[dict[str, Any]], None] | None = None
                     ) -> list[dict[str, Any]]:
     """Record `episodes` episodes into `output`; returns one row per episode, as in the JSONL,
@@ -50,8 +51,9 @@ def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: in
     Episode i resets the env with seed + i and ends at is_last or after `max_steps` agent steps.
     With `append`, a folder's earlier recording stays and i continues after its last episode
     (so do the env seeds). Each row: {"episode", "score", "length", "truncated", "path",
-    "task", "seed", "checkpoint"} with the episode's env seed; `truncated` marks an episode
-    that --max-steps cut, `checkpoint` is the agent's (None for a random agent).
+    "task", "seed", "checkpoint", "parameters"} with the episode's env seed; `truncated` marks
+    an episode that --max-steps cut, `checkpoint` is the agent's and `parameters` which of its
+    parameters acted ("average" or "live"; both None for a random agent).
     """
     first = prepare_output(output, overwrite, append)
     rows: list[dict[str, Any]] = []
@@ -64,7 +66,8 @@ def record_episodes(env: Env, actor: Actor, episodes: int, output: Path, fps: in
         for index in range(first, first + episodes):
             row = record_episode(env, actor, index, output, fps, max_steps, seed + index, on_step)
             row = {**row, "task": task,
-                   "checkpoint": None if checkpoint is None else str(checkpoint)}
+                   "checkpoint": None if checkpoint is None else str(checkpoint),
+                   "parameters": parameters}
             if make_gif:
                 mp4 = Path(row["path"])
                 mp4_to_gif(mp4, mp4.with_suffix(".gif"), stride=GIF_STRIDE, fps=fps / GIF_STRIDE)
@@ -197,6 +200,7 @@ class RecordRequest:
     append: bool = False
     mode: str = "sample"
     device: str = "auto"
+    parameters: str = "average"
 
 
 def record_videos(request: RecordRequest,
@@ -205,10 +209,17 @@ def record_videos(request: RecordRequest,
     row also goes to `on_episode` once its video is in place, so an interrupted recording has
     listed what it kept)."""
     from dreamerctl.envs import make_env
-    from dreamerctl.run.policy import RandomPolicy, check_mode, load_actor, random_agent_setup
+    from dreamerctl.run.policy import (
+        RandomPolicy,
+        check_mode,
+        check_parameters,
+        load_actor,
+        random_agent_setup,
+    )
 
     r = request
     check_mode(r.mode)
+    check_parameters(r.parameters)
     if r.checkpoint == "none" and (not r.random_agent or r.task is None):
         raise UsageError("--checkpoint none needs --random-agent and --task")
     if r.with_model and r.random_agent:
@@ -220,17 +231,19 @@ def record_videos(request: RecordRequest,
     path = None if r.random_agent else rundir.resolve_checkpoint(r.checkpoint, r.logdir, r.task)
     check_output(r.output, r.overwrite, r.append)
     actor: Actor | None = None
+    parameters = None
     if path is None:
         task, env_cfg, _ = random_agent_setup(r.checkpoint, r.logdir, r.task)
     else:
-        actor, task, env_cfg = load_actor(path, task=r.task, seed=r.seed, mode=r.mode,
-                                          device=r.device, with_model=r.with_model)
+        actor, task, env_cfg, parameters = load_actor(
+            path, task=r.task, seed=r.seed, mode=r.mode, device=r.device,
+            with_model=r.with_model, parameters=r.parameters)
     env = make_env(task, env_cfg, r.seed)
     try:
         actor = actor if actor is not None else RandomPolicy(env.act_space, r.seed)
         rows = record_episodes(env, actor, r.episodes, r.output, r.fps, r.max_steps,
                                r.make_gif, r.overwrite, r.seed, task, checkpoint=path,
-                               append=r.append, on_episode=on_episode)
+                               parameters=parameters, append=r.append, on_episode=on_episode)
     finally:
         env.close()
     return [Path(row["path"]) for row in rows]

@@ -495,8 +495,8 @@ class Trainer:
             np.random.set_state(state[0])
             random.setstate(state[1])
             result = score_summary(scores, lengths, seed)
-            row = {"step": self.step, "frames": self.frames, "mode": "sample", "seed": seed,
-                   **result}
+            row = {"step": self.step, "frames": self.frames, "mode": "sample",
+                   "parameters": self.agent.acts_with, "seed": seed, **result}
             rundir.append_jsonl(self.run_dir / rundir.EVALS, row)
             self.events.scalars({f"eval/{k}": result[k] for k in ("mean", "std")}, self.frames)
             log.info("eval at step %d: mean %.1f over %d episodes (95%% CI %.1f-%.1f)",

@@ -270,8 +270,8 @@ def test_record_a_trained_agent_on_every_suite(tmp_path: Path, task: str,
 
 @pytest.mark.parametrize("command", ["eval", "record"])
 def test_agent_options_with_random_agent_are_refused(command: str, tmp_path: Path) -> None:
-    """--mode and --device choose how a network acts; a random agent has none, so they are an
-    error with --random-agent instead of being silently ignored."""
+    """--mode, --device and --parameters choose how a network acts; a random agent has none,
+    so they are an error with --random-agent instead of being silently ignored."""
     base = (command, "--checkpoint", "none", "--random-agent", "--task", "gym_CartPole-v1",
             "--output", str(tmp_path / "v")) if command == "record" else (
             command, "--checkpoint", "none", "--random-agent", "--task", "gym_CartPole-v1")
@@ -279,6 +279,8 @@ def test_agent_options_with_random_agent_are_refused(command: str, tmp_path: Pat
                      "--mode cannot be used with --random-agent")
     assert_one_error(run_cli(*base, "--mode", "sample", "--device", "cpu"), 2,
                      "--mode and --device cannot be used with --random-agent")
+    assert_one_error(run_cli(*base, "--parameters", "live"), 2,
+                     "--parameters cannot be used with --random-agent")
     assert not (tmp_path / "v").exists()
 
 

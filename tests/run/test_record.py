@@ -49,8 +49,8 @@ def test_record_cartpole_names_files_with_scores(tmp_path: Path) -> None:
     assert read_jsonl(output / "episodes.jsonl") == rows
     for i, row in enumerate(rows):
         assert set(row) == {"episode", "score", "length", "truncated", "path", "task", "seed",
-                            "checkpoint"}
-        assert row["checkpoint"] is None  # a random actor
+                            "checkpoint", "parameters"}
+        assert row["checkpoint"] is None and row["parameters"] is None  # a random actor
         assert row["truncated"] == (row["length"] == 50)  # cut by max_steps, not ended
         assert row["episode"] == i and row["task"] == CARTPOLE and row["seed"] == 3 + i
         assert 1 <= row["length"] <= 50

@@ -18,7 +18,7 @@ from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import load_checkpoint
 from dreamerctl.run.train import train_run
 from dreamerctl.video import read_frames
-from tests.helpers import run_cli
+from tests.helpers import assert_one_error, run_cli
 
 FAST = ["run.device=cpu"]
 
@@ -242,9 +242,14 @@ def test_policy_ema_changes_no_training_step_and_is_what_a_checkpoint_acts_with(
     assert a.keys() == saved["modules"].keys()
     assert all(torch.equal(a[k], saved["modules"][k]) for k in a)
     assert saved["policy_average"]["count"] == saved["counters"]["actor_critic_updates"] > 1
-    # To act, a loaded agent takes the average; diagnose (acting=False) the live parameters.
+    # run.eval_every says which parameters acted: the average once it has one.
+    assert [row["parameters"] for row in rundir.read_jsonl(averaged / rundir.EVALS)] \
+        == ["average", "average"]
+    assert [row["parameters"] for row in rundir.read_jsonl(plain / rundir.EVALS)] \
+        == ["live", "live"]
+    # To act, a loaded agent takes the average; diagnose and --parameters live the live ones.
     acting = load_agent(averaged / "checkpoint.pt", "cpu").agent
-    live = load_agent(averaged / "checkpoint.pt", "cpu", acting=False).agent
+    live = load_agent(averaged / "checkpoint.pt", "cpu", parameters="live").agent
     average = saved["policy_average"]["average"]
     for name, param in acting.behavior.actor.named_parameters():
         assert torch.equal(param, average[f"actor.{name}"])
@@ -254,3 +259,39 @@ def test_policy_ema_changes_no_training_step_and_is_what_a_checkpoint_acts_with(
                    for name, _ in live.behavior.actor.named_parameters())
     # The critic is not averaged: it only trains.
     assert not any(key.startswith("critic") for key in average)
+
+
+def test_parameters_option_chooses_the_average_or_the_live_parameters(tmp_path: Path) -> None:
+    """eval, compare and record act with the average by default and say which parameters
+    acted; `--parameters live` takes the last trained ones (a paired A/B on the same seeds); a
+    checkpoint without an average acts with its live parameters either way and says so."""
+    plain = train(tmp_path / "plain", "gym_CartPole-v1", "train.policy_ema=0", steps=60)
+    averaged = train(tmp_path / "ema", "gym_CartPole-v1", "train.policy_ema=0.9", steps=60)
+    ema, no_ema = str(averaged / "checkpoint.pt"), str(plain / "checkpoint.pt")
+
+    def evaluated(path: str, *parameters: str) -> dict:
+        result = run_cli("eval", "--checkpoint", path, "--episodes", "2", "--json",
+                         "--device", "cpu", *parameters)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert evaluated(ema)["parameters"] == "average"
+    assert evaluated(ema, "--parameters", "average")["parameters"] == "average"
+    assert evaluated(ema, "--parameters", "live")["parameters"] == "live"
+    assert evaluated(no_ema, "--parameters", "average")["parameters"] == "live"
+    compared = run_cli("compare", ema, no_ema, "--episodes", "1", "--json", "--parameters",
+                       "live")
+    assert compared.returncode == 0, compared.stderr
+    assert [row["parameters"] for row in json.loads(compared.stdout)] == ["live", "live"]
+    for parameters in ("average", "live"):
+        out = tmp_path / f"videos_{parameters}"
+        recorded = run_cli("record", "--checkpoint", ema, "--max-steps", "3", "--output",
+                           str(out), "--parameters", parameters)
+        assert recorded.returncode == 0, recorded.stderr
+        (row,) = rundir.read_jsonl(out / "episodes.jsonl")
+        assert row["parameters"] == parameters and row["checkpoint"] == ema
+    for command in (("eval", "--checkpoint", ema), ("compare", ema),
+                    ("record", "--checkpoint", ema, "--output", str(tmp_path / "refused"))):
+        assert_one_error(run_cli(*command, "--parameters", "mean"), 2,
+                         "unknown --parameters 'mean': use average or live")
+    assert not (tmp_path / "refused").exists()
