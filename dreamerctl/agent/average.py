@@ -34,8 +34,9 @@ class ParameterAverage:
     @torch.no_grad()
     def update(self) -> None:
         weight = 1.0 if self.count == 0 else 1.0 - self.decay
-        for name, param in self.live.items():
-            self.average[name].lerp_(param.detach().float(), weight)
+        # One multi-tensor lerp over all parameters (one kernel launch per group on a GPU).
+        torch._foreach_lerp_(list(self.average.values()),
+                             [param.detach().float() for param in self.live.values()], weight)
         self.count += 1
 
     @contextlib.contextmanager
