@@ -57,3 +57,22 @@ def test_state_round_trip_and_a_mismatched_model_is_refused() -> None:
         other.load_state_dict(average.state_dict())
     with pytest.raises(ValueError, match="decay"):
         ParameterAverage({"m": layer(0.0)}, decay=1.0)
+
+
+def test_every_parameter_of_every_module_is_averaged_with_its_own_values() -> None:
+    torch.manual_seed(0)
+    modules = {"a": nn.Linear(3, 2), "b": nn.Sequential(nn.Linear(2, 5), nn.LayerNorm(5))}
+    average = ParameterAverage(modules, decay=0.9)
+    first = {f"{k}.{n}": p.detach().clone() for k, m in modules.items()
+             for n, p in m.named_parameters()}
+    average.update()
+    with torch.no_grad():
+        for module in modules.values():
+            for param in module.parameters():
+                param.mul_(3.0).add_(1.0)
+    average.update()
+    assert set(average.average) == set(first) == {"a.weight", "a.bias", "b.0.weight",
+                                                  "b.0.bias", "b.1.weight", "b.1.bias"}
+    for name, value in first.items():
+        expected = 0.9 * value + 0.1 * (3.0 * value + 1.0)
+        torch.testing.assert_close(average.average[name], expected)
