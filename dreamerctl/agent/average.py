@@ -20,7 +20,12 @@ from torch import Tensor, nn
 
 
 class ParameterAverage:
-    """avg <- decay * avg + (1 - decay) * live after every update; the first update copies."""
+    """avg <- avg + w_n * (live - avg) after update n, with w_n = (1 - decay) / (1 - decay^n):
+    the exponential moving average with Adam's bias correction. The first update copies
+    (w_1 = 1); each update's parameters weigh decay^(n - k) against the others, and w_n tends
+    to 1 - decay once decay^n is small (after ~5,000 updates at 0.999). Without the correction
+    (w_n = 1 - decay from the second update on) the first update's parameters kept a weight of
+    decay^(n - 1): 22% after 1,500 updates at 0.999."""
 
     def __init__(self, modules: dict[str, nn.Module], decay: float) -> None:
         if not 0.0 < decay < 1.0:
@@ -33,7 +38,7 @@ class ParameterAverage:
 
     @torch.no_grad()
     def update(self) -> None:
-        weight = 1.0 if self.count == 0 else 1.0 - self.decay
+        weight = (1.0 - self.decay) / (1.0 - self.decay ** (self.count + 1))
         # One multi-tensor lerp over all parameters (one kernel launch per group on a GPU).
         torch._foreach_lerp_(list(self.average.values()),
                              [param.detach().float() for param in self.live.values()], weight)
