@@ -159,8 +159,9 @@ def test_compare_json_and_csv(logdir: Path) -> None:
     assert code == 0
     table = list(csv.DictReader(io.StringIO(stdout)))
     assert len(table) == 3
-    assert list(table[0]) == ["path", "task", "step", "episodes", "mean", "std", "min", "max",
-                              "ci95_low", "ci95_high"]
+    assert list(table[0]) == ["path", "task", "step", "parameters", "episodes", "mean", "std",
+                              "min", "max", "ci95_low", "ci95_high"]
+    assert {row["parameters"] for row in table} == {"average"}  # the gym preset keeps one
     by_path = {row["path"]: row for row in rows}
     for line in table:  # the same seeds give the same numbers in both formats
         assert float(line["mean"]) == pytest.approx(by_path[line["path"]]["mean"])
