@@ -305,7 +305,7 @@ class Trainer:
         (self.stop_signal,) = world.max(self.signal or 0)
         # Steps before the first update go many times faster than those after it: the ETA is
         # measured from the first update of this session (a resumed run's comes at once).
-        updates_before = self.counters.updates
+        updates_before, step_before = self.counters.updates, self.step
         with ProgressReporter(f"train {self.task}", run.steps, interval=run.log_every,
                               enabled=world.main, start=self.step, warmup=True) as bar:
             while self.step < run.steps and not self.stop_signal:
@@ -341,11 +341,27 @@ class Trainer:
                 for every, duty in duties:
                     if every.due(self.step):
                         duty()
+            if self.step > step_before:
+                # The observation the last step returned is noted and stored like every other:
+                # an episode that ends on the run's last step is scored, and the replay keeps
+                # its final transition (a resumed run starts new episodes after it).
+                self.observe(tracker, obs, state)
 
     def collect(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
                 state: dict[str, Tensor] | None
                 ) -> tuple[dict[str, np.ndarray], dict[str, Tensor] | None]:
         """One step of this rank's envs: note finished episodes, act, store, step."""
+        action, state = self.observe(tracker, obs, state)
+        obs = self.envs.step(action)
+        num = self.config.env.num_envs
+        self.step += num * self.world.size  # the agent steps of all ranks, taken in lockstep
+        self.window.steps += num * self.world.size
+        return obs, state
+
+    def observe(self, tracker: EpisodeTracker, obs: dict[str, np.ndarray],
+                state: dict[str, Tensor] | None
+                ) -> tuple[np.ndarray, dict[str, Tensor] | None]:
+        """Note the episodes `obs` finishes, choose the actions and store both in the replay."""
         num = self.config.env.num_envs
         for episode in tracker.update(obs):
             self.metrics.finished(self.step, episode.score, episode.length)
@@ -356,10 +372,7 @@ class Trainer:
         else:
             action, state = self.agent.policy(obs, state, mode="sample")
         self.replay.add({**{key: obs[key] for key in self.replay_keys}, "action": action})
-        obs = self.envs.step(action)
-        self.step += num * self.world.size  # the agent steps of all ranks, taken in lockstep
-        self.window.steps += num * self.world.size
-        return obs, state
+        return action, state
 
     def train_due(self, steps: int) -> None:
         """The updates the train-ratio clock owes for `steps` new agent steps, once the prefill

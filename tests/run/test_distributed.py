@@ -88,7 +88,8 @@ def test_two_ranks_train_resume_and_resume_on_one(tmp_path: Path) -> None:
     assert runner["replayed"] == runner["updates"] * 2 * 8 * 2
     for rank in (0, 1):
         assert list((run_dir / "replay" / f"rank_{rank}").glob("*.npz")), rank
-        assert data["ranks"][rank]["replay"]["added"] == 40
+        # its 40 steps' observations and the last step's result
+        assert data["ranks"][rank]["replay"]["added"] == 41
     metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
     assert metrics[-1]["step"] == 80 and metrics[-1]["replay/size"] == 80
     assert "train/loss/actor" in metrics[-1]
@@ -102,10 +103,10 @@ def test_two_ranks_train_resume_and_resume_on_one(tmp_path: Path) -> None:
     assert_identical_on_all_ranks(again)
     assert again["step"] == 120 and again["runner"]["ready_step"] == 32
     assert again["runner"]["updates"] == runner["updates"] + 40
-    assert [part["replay"]["added"] for part in again["ranks"]] == [60, 60]
+    assert [part["replay"]["added"] for part in again["ranks"]] == [62, 62]
     metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == sorted(m["step"] for m in metrics)
-    assert metrics[-1]["replay/size"] == 120
+    assert metrics[-1]["replay/size"] == 122  # 2 x (41 + 20) at the last log, before the last store
 
     # Resume on one process: the model and counters come back, the replay is rebuilt.
     result = dreamerctl(*train_args(CARTPOLE, steps=140, resume="latest"), logdir=logdir)

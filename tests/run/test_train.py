@@ -125,8 +125,34 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
     steps = [m["step"] for m in metrics]
     assert steps == sorted(steps) and steps[-1] == 100
-    # the replay came back: 60 stored steps before, 100 after
-    assert [m["replay/size"] for m in metrics if m["step"] == 100] == [100]
+    # the replay came back: 60 steps and the first run's last observation before, 100 + 1
+    assert [m["replay/size"] for m in metrics if m["step"] == 100] == [101]
+
+
+def replayed(run_dir: Path) -> dict[str, np.ndarray]:
+    """Every step stored in the run's replay chunks, in order."""
+    chunks = sorted((run_dir / "replay").rglob("*.npz"))
+    parts = [dict(np.load(chunk)) for chunk in chunks]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def test_an_episode_ending_on_the_last_step_is_scored_and_stored(tmp_path: Path) -> None:
+    """The observation a run's last step returns is noted and stored like every other: a run
+    that ends on an episode's last step keeps that episode's score and final transition, a run
+    that ends mid-episode its last observation, and a resumed run goes on after them."""
+    run_dir = train(tmp_path, "gym_Pendulum-v1", "env.time_limit=30", steps=30)
+    scores = rundir.read_jsonl(run_dir / "scores.jsonl")
+    assert [(s["step"], s["episode/length"]) for s in scores] == [(30, 30)]
+    steps = replayed(run_dir)
+    assert len(steps["is_first"]) == 31  # the reset observation and 30 steps' results
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_first"].reshape(-1)), [0])
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_last"].reshape(-1)), [30])
+    train_run("gym_Pendulum-v1", [], ["run.steps=45"], tmp_path / "logdir", resume="latest")
+    assert len(rundir.read_jsonl(run_dir / "scores.jsonl")) == 1  # the second is 15 steps in
+    steps = replayed(run_dir)
+    assert len(steps["is_first"]) == 31 + 16
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_first"].reshape(-1)), [0, 31])
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_last"].reshape(-1)), [30])
 
 
 @pytest.mark.cuda
