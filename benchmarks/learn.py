@@ -34,6 +34,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import numpy as np
+
 from dreamerctl.errors import RunError
 from dreamerctl.fsutil import atomic_write_text
 from dreamerctl.run import report
@@ -289,9 +291,16 @@ def training_returns(curves: list[Curve]) -> list[str]:
     if official is not None:
         # With its lowest and highest seed: a mean of a few seeds here is compared with a mean
         # of five there, and DMC's sparse tasks spread over most of the score range by seed.
-        at = {x: i for i, x in enumerate(official["x"].tolist())}
-        cells = [f"{official['mean'][at[f]]:.1f} [{official['low'][at[f]]:.0f}, "
-                 f"{official['high'][at[f]]:.0f}]" if f in at else "" for f in frames]
+        # A point between its bin ends (Atari's 8,000 frames) gets the bin that holds it, named.
+        cells = []
+        for f in frames:
+            holding = np.flatnonzero((official["x"] >= f) & (official["x"] - BIN_FRAMES < f))
+            if not len(holding):
+                cells.append("")
+                continue
+            i, end = int(holding[0]), float(official["x"][holding[0]])
+            cells.append(f"{official['mean'][i]:.1f} [{official['low'][i]:.0f}, "
+                         f"{official['high'][i]:.0f}]" + ("" if end == f else f" (to {end:,.0f})"))
         lines.append(f"| official ({suite}, mean of {int(official['seeds'])} seeds "
                      "[lowest, highest seed]) | " + " | ".join(cells) + " |")
     return lines

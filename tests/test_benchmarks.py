@@ -186,3 +186,37 @@ def test_learn_tables_training_returns_against_the_official_curve(tmp_path: Path
         cells.append(f"{sum(scores) / len(scores):.1f} [{min(scores):.0f}, {max(scores):.0f}]")
     assert ("| official (dmc_proprio, mean of 5 seeds [lowest, highest seed]) | "
             f"{cells[0]} | {cells[1]} |") in text
+
+
+def test_learn_tables_official_bin_holding_a_point_between_bin_ends(tmp_path: Path) -> None:
+    """Atari's points (every 2,000 agent steps at action repeat 4: 8,000 and 16,000 frames) fall
+    between the official bins' ends (multiples of 10,000): each gets the bin holding it, named."""
+    import csv
+    import gzip
+
+    run_dir = tmp_path / "logs" / "dreamer_atari_boxing" / "20261207-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text('[env]\naction_repeat = 4\n[run]\nseed = 0\n')
+    (run_dir / "metrics.jsonl").write_text("")
+    (run_dir / "scores.jsonl").write_text(json.dumps(
+        {"step": 1500, "frames": 6000, "episode/score": 3.0, "episode/length": 1500}) + "\n")
+    lines = tmp_path / "points.jsonl"
+    lines.write_text("".join(json.dumps(
+        {"task": "atari_boxing", "seed": 0, "step": step, "train_s": 1.0, "eval_s": 1.0,
+         "mean": 0.0, "ci95": [-1.0, 1.0], "run_dir": str(run_dir)}) + "\n"
+        for step in (2000, 4000)))
+    results = tmp_path / "RESULTS.md"
+    made = script("learn.py", "atari_boxing", "--steps", "4000", "--every", "2000",
+                  "--threshold", "-5", "--from-jsonl", str(lines), "--write", str(results))
+    assert made.returncode == 0, made.stderr
+    data = ROOT / "dreamerctl" / "data" / "dreamerv3-official-scores.csv.gz"
+    with gzip.open(data, "rt") as f:
+        rows = [r for r in csv.DictReader(f)
+                if r["suite"] == "atari100k" and r["task"] == "atari_boxing"]
+    cells = []
+    for end in (10_000, 20_000):
+        scores = [float(r["score"]) for r in rows if float(r["step"]) == end]
+        cells.append(f"{sum(scores) / len(scores):.1f} [{min(scores):.0f}, {max(scores):.0f}] "
+                     f"(to {end:,})")
+    assert ("| official (atari100k, mean of 5 seeds [lowest, highest seed]) | "
+            f"{cells[0]} | {cells[1]} |") in results.read_text()
