@@ -139,14 +139,27 @@ def test_gpu_check_selects_the_cuda_tests() -> None:
     assert "test_resume_on_cuda_goes_on_with_the_gpu_random_state" in result.stdout
 
 
+def official_cells(suite: str, task: str, frames: list[int]) -> list[str]:
+    """'mean [lowest, highest]' over the official seeds at each of `frames`, computed here from
+    the shipped score file."""
+    import csv
+    import gzip
+
+    data = ROOT / "dreamerctl" / "data" / "dreamerv3-official-scores.csv.gz"
+    with gzip.open(data, "rt") as f:
+        rows = [r for r in csv.DictReader(f) if r["suite"] == suite and r["task"] == task]
+    cells = []
+    for end in frames:
+        scores = [float(r["score"]) for r in rows if float(r["step"]) == end]
+        cells.append(f"{sum(scores) / len(scores):.1f} [{min(scores):.0f}, {max(scores):.0f}]")
+    return cells
+
+
 def test_learn_tables_training_returns_against_the_official_curve(tmp_path: Path) -> None:
     """The training-episode table: episodes ending in the 10,000 env frames up to each point,
     frames = agent steps x the run's action repeat, the seeds' mean (each seed weighs alike),
     and the official curve's mean over its seeds with its lowest and highest seed at the same
     frames (computed here from the shipped score file)."""
-    import csv
-    import gzip
-
     lines = tmp_path / "points.jsonl"
     seeds = {3: [(30_000, 100.0), (40_001, 200.0), (50_000, 400.0), (50_002, 900.0),
                  (100_000, 700.0)],
@@ -176,14 +189,7 @@ def test_learn_tables_training_returns_against_the_official_curve(tmp_path: Path
     # Seed 4 stopped at 25,000 steps (50,000 frames): nothing after, though its run has more.
     assert "| 4 | 600.0 (1) |  |" in text
     assert "| mean of these 2 seeds | 450.0 |  |" in text  # not 366.7: seeds weigh alike
-    data = ROOT / "dreamerctl" / "data" / "dreamerv3-official-scores.csv.gz"
-    with gzip.open(data, "rt") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["suite"] == "dmc_proprio" and r["task"] == "dmc_cartpole_swingup"]
-    cells = []
-    for frames in (50_000, 100_000):
-        scores = [float(r["score"]) for r in rows if float(r["step"]) == frames]
-        cells.append(f"{sum(scores) / len(scores):.1f} [{min(scores):.0f}, {max(scores):.0f}]")
+    cells = official_cells("dmc_proprio", "dmc_cartpole_swingup", [50_000, 100_000])
     assert ("| official (dmc_proprio, mean of 5 seeds [lowest, highest seed]) | "
             f"{cells[0]} | {cells[1]} |") in text
 
@@ -191,9 +197,6 @@ def test_learn_tables_training_returns_against_the_official_curve(tmp_path: Path
 def test_learn_tables_official_bin_holding_a_point_between_bin_ends(tmp_path: Path) -> None:
     """Atari's points (every 2,000 agent steps at action repeat 4: 8,000 and 16,000 frames) fall
     between the official bins' ends (multiples of 10,000): each gets the bin holding it, named."""
-    import csv
-    import gzip
-
     run_dir = tmp_path / "logs" / "dreamer_atari_boxing" / "20261207-000000"
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text('[env]\naction_repeat = 4\n[run]\nseed = 0\n')
@@ -209,14 +212,6 @@ def test_learn_tables_official_bin_holding_a_point_between_bin_ends(tmp_path: Pa
     made = script("learn.py", "atari_boxing", "--steps", "4000", "--every", "2000",
                   "--threshold", "-5", "--from-jsonl", str(lines), "--write", str(results))
     assert made.returncode == 0, made.stderr
-    data = ROOT / "dreamerctl" / "data" / "dreamerv3-official-scores.csv.gz"
-    with gzip.open(data, "rt") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["suite"] == "atari100k" and r["task"] == "atari_boxing"]
-    cells = []
-    for end in (10_000, 20_000):
-        scores = [float(r["score"]) for r in rows if float(r["step"]) == end]
-        cells.append(f"{sum(scores) / len(scores):.1f} [{min(scores):.0f}, {max(scores):.0f}] "
-                     f"(to {end:,})")
+    cells = official_cells("atari100k", "atari_boxing", [10_000, 20_000])
     assert ("| official (atari100k, mean of 5 seeds [lowest, highest seed]) | "
-            f"{cells[0]} | {cells[1]} |") in results.read_text()
+            f"{cells[0]} (to 10,000) | {cells[1]} (to 20,000) |") in results.read_text()
