@@ -31,7 +31,7 @@ def test_diagnose_reports_values_policy_model_and_gradient(tmp_path: Path) -> No
                      "--windows", "8", "--samples", "4", "--last", "50")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["replay_steps"] == 80
+    assert report["replay_steps"] == 81  # 80 steps' observations and the last one's result
     # 20-step episodes are 21 records (the reset observation first): the last two complete ones.
     assert len(report["values"]) == 2
     for episode in report["values"]:
@@ -79,10 +79,10 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert json.loads(earlier.stdout)["run"] == str(run)
     # ... and on the replay as it was then: the 40 steps collected after it are left out.
     assert json.loads(earlier.stdout)["replay_steps"] == 40
-    assert json.loads(earlier.stdout)["replay_steps_after"] == 40
-    assert report["replay_steps"] == 80 and report["replay_steps_after"] == 0
+    assert json.loads(earlier.stdout)["replay_steps_after"] == 41  # with the last observation
+    assert report["replay_steps"] == 81 and report["replay_steps_after"] == 0
     text = run_cli("diagnose", str(snapshot), "--context", "4", "--horizon", "3", "--windows", "4")
-    assert "40 replayed steps (the replay as this checkpoint saw it: the 40 steps collected " \
+    assert "40 replayed steps (the replay as this checkpoint saw it: the 41 steps collected " \
         "after it are left out)" in text.stdout, text.stdout
     assert report["gradient"] is None  # no dynamics gradient for discrete actions
     share = report["policy"]["action_share"]  # of one-hot actions, each rounded to 3 digits
@@ -100,7 +100,8 @@ def test_diagnose_discrete_actions_and_a_missing_checkpoint(tmp_path: Path) -> N
     assert all(0.0 <= p <= 1.0 for p in probs)
     assert cont["missed"] == sum(p >= 0.5 for p in probs)
     assert cont["at_terminal_max"] == max(probs)
-    assert cont["live_steps"] == 80 - int(terminal[-80:].sum())  # --last 1000 > 80 steps
+    assert len(terminal) == 81
+    assert cont["live_steps"] == 81 - int(terminal.sum())  # --last 1000 > 81 steps
     assert_one_error(run_cli("diagnose", str(tmp_path)), 1, f"no checkpoint.pt in {tmp_path}")
     bad = tmp_path / "bad.pt"  # named as the user gave it, not as a temporary copy
     bad.write_bytes(b"not a checkpoint")
