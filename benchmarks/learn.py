@@ -229,7 +229,11 @@ def markdown(args: argparse.Namespace, curves: list[Curve]) -> str:
     met = [c.reached(args.threshold, args.minutes) for c in curves]
     budget = "" if args.minutes == float("inf") else f" and {args.minutes:g} minutes"
     for curve, point in zip(curves, met, strict=True):
-        if point is None:
+        last = max((p.step for p in curve.points), default=0)
+        if point is None and last < args.steps:  # stopped early, or still to be continued
+            lines.append(f"- seed {curve.seed}: threshold {args.threshold:g} not reached by "
+                         f"{last:,} steps, its last evaluation so far (of {args.steps:,}).")
+        elif point is None:
             lines.append(f"- seed {curve.seed}: threshold {args.threshold:g} **not reached** "
                          f"within {args.steps:,} steps{budget}.")
         else:

@@ -87,6 +87,14 @@ def test_learn_writes_curves_and_threshold_verdicts(tmp_path: Path) -> None:
     text = results.read_text()
     assert text.count("<!-- learn:gym_CartPole-v1 -->") == 1
     assert "**not reached**" in text and "**0 of 1 seeds met" in text
+    # A run still to be continued (points to 40 of --steps 80) is not called a miss of 80.
+    going = script("learn.py", "gym_CartPole-v1", "--steps", "80", "--every", "20",
+                   "--threshold", "1000", "--from-jsonl", str(lines), "--write", str(results))
+    assert going.returncode == 1, going.stderr
+    text = results.read_text()
+    assert "- seed 0: threshold 1000 not reached by 40 steps, its last evaluation so far " \
+        "(of 80)." in text
+    assert "within 80 steps" not in text
 
 
 def test_bench_collect_reports_fps_and_policy_share_per_worker_count() -> None:
