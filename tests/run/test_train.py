@@ -16,6 +16,7 @@ import torch
 
 from dreamerctl.run import rundir
 from dreamerctl.run.checkpoint import load_checkpoint
+from dreamerctl.run.diagnose import load_replay
 from dreamerctl.run.train import train_run
 from dreamerctl.video import read_frames
 from tests.helpers import assert_one_error, run_cli
@@ -130,10 +131,8 @@ def test_resume_continues_the_same_run(tmp_path: Path) -> None:
 
 
 def replayed(run_dir: Path) -> dict[str, np.ndarray]:
-    """Every step stored in the run's replay chunks, in order."""
-    chunks = sorted((run_dir / "replay").rglob("*.npz"))
-    parts = [dict(np.load(chunk)) for chunk in chunks]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    """The flags of every step stored in the run's replay, oldest first."""
+    return load_replay(run_dir, {"is_first": ((), "bool"), "is_last": ((), "bool")})
 
 
 def test_an_episode_ending_on_the_last_step_is_scored_and_stored(tmp_path: Path) -> None:
@@ -145,14 +144,14 @@ def test_an_episode_ending_on_the_last_step_is_scored_and_stored(tmp_path: Path)
     assert [(s["step"], s["episode/length"]) for s in scores] == [(30, 30)]
     steps = replayed(run_dir)
     assert len(steps["is_first"]) == 31  # the reset observation and 30 steps' results
-    np.testing.assert_array_equal(np.flatnonzero(steps["is_first"].reshape(-1)), [0])
-    np.testing.assert_array_equal(np.flatnonzero(steps["is_last"].reshape(-1)), [30])
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_first"]), [0])
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_last"]), [30])
     train_run("gym_Pendulum-v1", [], ["run.steps=45"], tmp_path / "logdir", resume="latest")
     assert len(rundir.read_jsonl(run_dir / "scores.jsonl")) == 1  # the second is 15 steps in
     steps = replayed(run_dir)
     assert len(steps["is_first"]) == 31 + 16
-    np.testing.assert_array_equal(np.flatnonzero(steps["is_first"].reshape(-1)), [0, 31])
-    np.testing.assert_array_equal(np.flatnonzero(steps["is_last"].reshape(-1)), [30])
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_first"]), [0, 31])
+    np.testing.assert_array_equal(np.flatnonzero(steps["is_last"]), [30])
 
 
 @pytest.mark.cuda
