@@ -16,7 +16,9 @@ of the curves and whether the threshold was met: eval mean >= threshold at some 
 
 Keep the printed lines of every table in RESULTS.md in `benchmarks/curves/` (one file per
 task and batch of seeds): a table is rebuilt, or extended by new seeds, with `--from-jsonl`, and
-a stopped seed goes on with `--continue` while its run directory exists.
+a stopped seed goes on with `--continue` while its run directory exists (a seed killed before
+its first evaluation has no line: `--continue` resumes the newest run of that task and seed in
+--logdir, named on stderr).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import platform
 import subprocess
 import sys
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,7 @@ import numpy as np
 from dreamerctl.errors import RunError
 from dreamerctl.fsutil import atomic_write_text
 from dreamerctl.run import report
+from dreamerctl.run.rundir import checkpoints_under
 
 # Training-episode returns are averaged over the episodes that ended in the env frames up to each
 # evaluated point, in bins of this width: the official score files' protocol
@@ -124,6 +128,8 @@ def run_seed(args: argparse.Namespace, seed: int, threads: int = 0,
     """Train and evaluate one seed in segments of --every steps; `earlier` (from --continue) is
     a curve to go on with: its run is resumed after its last point."""
     curve = earlier or Curve(seed)
+    if not curve.run_dir and args.continue_from:
+        curve.run_dir = unevaluated_run(args.logdir, args.task, seed)
     last = curve.points[-1] if curve.points else None
     train_s = last.train_s if last else 0.0
     step = last.step if last else 0
@@ -159,6 +165,18 @@ def run_seed(args: argparse.Namespace, seed: int, threads: int = 0,
         if args.stop_at_threshold and result["mean"] >= args.threshold:
             break
     return curve
+
+
+def unevaluated_run(logdir: Path, task: str, seed: int) -> str:
+    """The newest run of `task` and `seed` under `logdir` (its config.toml says the seed), for a
+    seed stopped before its first evaluation; "" when there is none."""
+    for checkpoint in checkpoints_under(logdir, task):
+        config = tomllib.loads((checkpoint.parent / "config.toml").read_text())
+        if config["run"]["seed"] == seed:
+            print(f"seed {seed}: no evaluated point yet; resuming {checkpoint.parent}",
+                  file=sys.stderr)
+            return str(checkpoint.parent)
+    return ""
 
 
 def load_curves(files: list[Path], task: str) -> list[Curve]:

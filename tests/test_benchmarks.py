@@ -127,6 +127,30 @@ def test_learn_continues_a_stopped_run(tmp_path: Path) -> None:
     assert "| seed | 20 | 40 |" in results.read_text()
 
 
+def test_learn_continues_a_seed_stopped_before_its_first_evaluation(tmp_path: Path) -> None:
+    # Two runs killed in their first segment (no JSON line): seeds 1 and then 0 of one task.
+    logs = tmp_path / "logs"
+    runs = {}
+    for seed in (1, 0):
+        train = subprocess.run(
+            [sys.executable, "-m", "dreamerctl", "train", "gym_CartPole-v1", "--preset", "debug",
+             "--steps", "10", "--seed", str(seed), "--logdir", str(logs)],
+            capture_output=True, text=True, timeout=600)
+        assert train.returncode == 0, train.stderr
+        runs[seed] = train.stdout.strip().splitlines()[-1]
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    learn = script("learn.py", "gym_CartPole-v1", "--preset", "debug", "--every", "20",
+                   "--steps", "20", "--seeds", "1", "--episodes", "1", "--threshold", "10000",
+                   "--logdir", str(logs), "--continue", str(empty))
+    assert learn.returncode == 1, learn.stderr
+    (point,) = [json.loads(line) for line in learn.stdout.splitlines()]
+    # Seed 1's run goes on (not seed 0's, though newer, and no new run); it says so.
+    assert point["run_dir"] == runs[1] and point["step"] == 20
+    assert f"seed 1: no evaluated point yet; resuming {runs[1]}" in learn.stderr
+    assert len(list((logs / "dreamer_gym_CartPole-v1").iterdir())) == 2
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA is")
 def test_gpu_check_without_a_gpu_is_one_error_line() -> None:
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--output",
