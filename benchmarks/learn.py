@@ -7,7 +7,10 @@ Drives the real CLI, as a user would: `dreamerctl train TASK --steps k --seed s`
 `--preset`/`--set` are given), then `dreamerctl eval --checkpoint RUN --json`, then
 `dreamerctl train --resume RUN --steps k + every`, and so on. A resumed run keeps its model,
 optimisers, replay and RNG (episodes restart, as after any resume). Wall time counts the train
-commands only (process start and replay loading included); evaluation time is reported apart.
+commands only; evaluation time is reported apart. It is the time the run's checkpoints count
+(`seconds`: each command's, from building the run to its last save, replay loading included),
+so a command killed mid-segment (a session's end) still counts up to its last save, the time
+lost after it being redone; runs whose checkpoints lack it fall back to the commands' wall time.
 
 Prints one JSON line per evaluation; with `--write FILE` it also replaces the section between
 `<!-- learn:TASK -->` and `<!-- /learn:TASK -->` in FILE (appending one if missing) with a table
@@ -42,7 +45,8 @@ import numpy as np
 from dreamerctl.errors import RunError
 from dreamerctl.fsutil import atomic_write_text
 from dreamerctl.run import report
-from dreamerctl.run.rundir import checkpoints_under
+from dreamerctl.run.checkpoint import read_meta
+from dreamerctl.run.rundir import CHECKPOINT, checkpoints_under
 
 # Training-episode returns are averaged over the episodes that ended in the env frames up to each
 # evaluated point, in bins of this width: the official score files' protocol
@@ -56,6 +60,7 @@ class Point:
     train_s: float  # cumulative training wall time
     eval_s: float
     result: dict[str, Any]
+    run_s: float | None = None  # the run's checkpoint `seconds` here (None: not counted)
 
 
 @dataclass
@@ -148,23 +153,33 @@ def run_seed(args: argparse.Namespace, seed: int, threads: int = 0,
                 cmd += ["--set", override]
         start = time.monotonic()
         out = dreamerctl(*cmd, threads=threads)
-        train_s += time.monotonic() - start
+        command_s = time.monotonic() - start
         curve.run_dir = out.strip().splitlines()[-1]
+        run_s = run_seconds(curve.run_dir)
+        before = last.run_s if last else 0.0
+        # The run's own count where it and the previous point have one: it includes a killed
+        # command's time up to its last save, which the wall time of this command lacks.
+        train_s += run_s - before if run_s and before is not None else command_s
         start = time.monotonic()
         result = json.loads(dreamerctl("eval", "--checkpoint", curve.run_dir, "--episodes",
                                        str(args.episodes), "--seed", str(1000 + seed),
                                        "--mode", args.mode, "--json", threads=threads))
-        point = Point(step, train_s, time.monotonic() - start,
-                      result)
+        point = Point(step, train_s, time.monotonic() - start, result, run_s or None)
         curve.points.append(point)
+        last = point
         print(json.dumps({"task": args.task, "seed": seed, "step": step,
                           "train_s": round(train_s, 1), "eval_s": round(point.eval_s, 1),
                           "mean": result["mean"], "ci95": [result["ci95_low"],
                                                            result["ci95_high"]],
-                          "run_dir": curve.run_dir}), flush=True)
+                          "run_dir": curve.run_dir, "run_s": point.run_s}), flush=True)
         if args.stop_at_threshold and result["mean"] >= args.threshold:
             break
     return curve
+
+
+def run_seconds(run_dir: str) -> float:
+    """The training seconds the run's checkpoint counts (0 for one from before they were)."""
+    return read_meta(Path(run_dir) / CHECKPOINT).runner.seconds
 
 
 def unevaluated_run(logdir: Path, task: str, seed: int) -> str:
@@ -192,7 +207,7 @@ def load_curves(files: list[Path], task: str) -> list[Curve]:
             result = {"mean": row["mean"], "ci95_low": row["ci95"][0],
                       "ci95_high": row["ci95"][1]}
             curves.setdefault(row["seed"], {})[row["step"]] = Point(
-                row["step"], row["train_s"], row["eval_s"], result)
+                row["step"], row["train_s"], row["eval_s"], result, row.get("run_s"))
             run_dirs[row["seed"]] = row["run_dir"]
     return [Curve(seed, run_dirs[seed], [points[k] for k in sorted(points)])
             for seed, points in sorted(curves.items())]

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dreamerctl.run.checkpoint import read_meta
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -116,14 +118,23 @@ def test_learn_continues_a_stopped_run(tmp_path: Path) -> None:
     (before,) = [json.loads(line) for line in first.stdout.splitlines()]
     lines = tmp_path / "first.jsonl"
     lines.write_text(first.stdout)
+    # A segment killed after a save (a session's end): its run went on to 30 with no line.
+    killed = subprocess.run([sys.executable, "-m", "dreamerctl", "train", "gym_CartPole-v1",
+                             "--resume", before["run_dir"], "--steps", "30"],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == 0, killed.stderr
+    killed_s = read_meta(Path(before["run_dir"]) / "checkpoint.pt").runner.seconds
     results = tmp_path / "RESULTS.md"
     second = script("learn.py", *common, "--steps", "40", "--continue", str(lines),
                     "--write", str(results))
     assert second.returncode == 1, second.stderr
     (after,) = [json.loads(line) for line in second.stdout.splitlines()]
-    # The same run, resumed after its last point; training time adds up.
+    # The same run, resumed after its last point; training time adds up, the killed command's
+    # included: it is the time the run's checkpoint counts.
     assert after["step"] == 40 and after["run_dir"] == before["run_dir"]
-    assert after["train_s"] > before["train_s"]
+    assert 0 < before["run_s"] < killed_s < after["run_s"]
+    assert after["train_s"] == pytest.approx(
+        before["train_s"] + after["run_s"] - before["run_s"], abs=0.1)
     assert "| seed | 20 | 40 |" in results.read_text()
 
 

@@ -37,6 +37,10 @@ class Counters:
     replayed: int = 0           # replayed steps over all ranks, for the achieved train ratio
     best_eval: float | None = None  # the best eval mean (run.eval_every)
     world_size: int = 1         # ranks that wrote the checkpoint
+    # Wall seconds the run's train commands spent up to this checkpoint, summed over resumes
+    # (each from building the run to its save); 0 in checkpoints from before it was counted.
+    # Time after a command's last save is not counted: a killed command's lost steps are redone.
+    seconds: float = 0.0
 
 
 @dataclass

@@ -124,6 +124,7 @@ class Trainer:
         self.stop_signal = 0
         self.step = 0            # agent steps over all envs of all ranks
         self.counters = Counters(world_size=self.world.size)
+        self.started = time.monotonic()  # counters.seconds counts this command's time from here
         self.ready = False       # every rank's replay holds a batch
         self.moved_replay: Path | None = None  # where a world-size change put the old replay
         self.window = Window()
@@ -450,7 +451,8 @@ class Trainer:
             task=self.task, step=self.step, frames=self.frames,
             obs_space=self.envs.obs_space, act_space=self.envs.act_space,
             config=config_to_dict(self.config), agent=self.agent.save_state(),
-            runner=replace(self.counters, clock_remainder=self.clock.remainder),
+            runner=replace(self.counters, clock_remainder=self.clock.remainder,
+                           seconds=self.counters.seconds + time.monotonic() - self.started),
             replay=parts[0]["replay"], rng=parts[0]["rng"],
             saved_at=time.time(),
             # rank r's replay sampler, RNG states and digest

@@ -110,17 +110,24 @@ def test_both_loops_and_start_modes_train(tmp_path: Path) -> None:
 
 
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+    start = time.monotonic()
     run_dir = train(tmp_path, "gym_CartPole-v1", steps=60)
+    first_s = time.monotonic() - start
     first = load_checkpoint(run_dir / "checkpoint.pt")
     scores_before = rundir.read_jsonl(run_dir / "scores.jsonl")
+    start = time.monotonic()
     resumed = train_run("gym_CartPole-v1", [], ["run.steps=100"], tmp_path / "logdir",
                              resume="latest")
+    second_s = time.monotonic() - start
     assert resumed == run_dir
     second = load_checkpoint(run_dir / "checkpoint.pt")
     assert second["step"] == 100
     # 2 updates per agent step continue from where they were, the fraction included.
     assert second["runner"]["updates"] == first["runner"]["updates"] + 2 * 40
     assert second["runner"]["ready_step"] == first["runner"]["ready_step"]
+    # The training time adds up over the commands, each counted within its own wall time.
+    assert 0 < first["runner"]["seconds"] < first_s
+    assert 0 < second["runner"]["seconds"] - first["runner"]["seconds"] < second_s
     scores_after = rundir.read_jsonl(run_dir / "scores.jsonl")
     assert scores_after[: len(scores_before)] == scores_before
     metrics = rundir.read_jsonl(run_dir / "metrics.jsonl")
