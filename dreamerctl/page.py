@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from dreamerctl.errors import UsageError
 from dreamerctl.fsutil import atomic_write_text, folder_problem
 from dreamerctl.run.report import (
@@ -147,13 +149,32 @@ def last_frame(run: Run) -> float:
     return max((float(x[-1]) for x, _ in run.series.values() if len(x)), default=0.0)
 
 
+# Panels of magnitudes whose first updates are thousands of times the later ones: on a linear
+# scale everything after them is a flat line at zero, so they are drawn on a log scale when
+# their values are all positive and span more than LOG_SPAN. Rates and returns stay linear.
+LOG_PANELS = ("world model losses", "gradient norms")
+LOG_SPAN = 100.0
+
+
+def wants_log_scale(ys: Sequence[np.ndarray]) -> bool:
+    """Whether values `ys` are all positive (the finite ones) and span over LOG_SPAN."""
+    finite = [y[np.isfinite(y)] for y in ys]
+    values = np.concatenate(finite) if finite else np.array([])
+    return bool(values.size and values.min() > 0 and values.max() > LOG_SPAN * values.min())
+
+
 def panel_figure(title: str, keys: list[str], runs: Sequence[Run],
                  numbers: Sequence[int]) -> str | None:
-    """One training panel: `keys` of each run, labelled by its number in the runs table."""
+    """One training panel: `keys` of each run, labelled by its number in the runs table; one of
+    LOG_PANELS on a log scale where its values ask for one (`wants_log_scale`)."""
     present = [k for k in keys if any(len(run.series.get(k, ((), ()))[0]) for run in runs)]
     if not present:
         return None
     figure, axes = new_figure()
+    ys = [run.series[key][1] for run in runs for key in present if key in run.series]
+    if title in LOG_PANELS and wants_log_scale(ys):
+        axes.set_yscale("log")
+        title += " (log scale)"
     for i, (run, number) in enumerate(zip(runs, numbers, strict=True)):
         for j, key in enumerate(present):
             if key not in run.series:

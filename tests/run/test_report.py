@@ -215,3 +215,27 @@ def test_recorded_episodes_are_shown_with_their_run(runs: list[Path], tmp_path: 
     assert [len(run["recorded"]) for run in data] == [2, 0]  # seed 1's run played nothing
     missing = run_cli("report", str(runs[0]), "--videos", str(tmp_path))
     assert_one_error(missing, 1, "holds no episodes.jsonl")
+
+
+def test_a_loss_panel_spanning_decades_of_positive_values_is_drawn_on_a_log_scale() -> None:
+    from dreamerctl.page import panel_figure, wants_log_scale
+    from dreamerctl.run.report import Run
+
+    early_spike = np.array([2000.0, 40.0, 9.0, 4.0])  # a world-model loss's first updates
+    assert wants_log_scale([early_spike, np.array([1.0, np.nan])])
+    assert not wants_log_scale([np.array([3.0, 250.0])])  # within two decades
+    assert not wants_log_scale([early_spike, np.array([-0.5, 1.0])])  # an entropy can be < 0
+    assert not wants_log_scale([early_spike, np.array([0.0])])
+    assert not wants_log_scale([])
+
+    def run(values: np.ndarray) -> Run:
+        return Run(Path("r"), "t", {}, {"train/loss/image": (np.arange(4.0), values)})
+
+    spiky = panel_figure("world model losses", ["train/loss/image"], [run(early_spike)], [0])
+    flat = panel_figure("world model losses", ["train/loss/image"],
+                        [run(np.array([9.0, 8.0, 7.0, 6.0]))], [0])
+    rate = panel_figure("updates/s", ["train/loss/image"], [run(early_spike)], [0])
+    assert spiky is not None and flat is not None and rate is not None
+    assert "world model losses (log scale)" in spiky
+    assert "log scale" not in flat and "world model losses" in flat
+    assert "log scale" not in rate  # rates and returns stay linear whatever their span
