@@ -128,6 +128,16 @@ def score_figure(task: str, groups: list[list[Run]]) -> str:
                       label=f"{task}: mean of {len(group)} runs (seeds {seeds})")
             axes.fill_between(grouped["x"], grouped["low"], grouped["high"], color=colour,
                               alpha=0.2, lw=0)
+            # The band stops at the shortest seed's last frame: a seed that went further (runs
+            # continued over days) goes on as its own smoothed line.
+            end = min(last_score_frame(run) for run in group)
+            for run in group:
+                x, y = run.series["episode/score"]
+                if len(x) and x[-1] > end:
+                    line = smooth(y, max(1, len(y) // 20))
+                    after = x >= end
+                    axes.plot(x[after], line[after], ":", color=colour, lw=1.2,
+                              label=f"seed {run.seed}, past the other seeds' last frame")
     suite = official_suite(groups[0][0])
     official = official_curve(suite, task) if suite else None
     if official is not None:
@@ -143,6 +153,11 @@ def score_figure(task: str, groups: list[list[Run]]) -> str:
     axes.set_title(task)
     axes.legend(fontsize=7, loc="best")
     return svg(figure)
+
+
+def last_score_frame(run: Run) -> float:
+    scores = run.series.get("episode/score")
+    return float(scores[0][-1]) if scores is not None and len(scores[0]) else 0.0
 
 
 def last_frame(run: Run) -> float:

@@ -239,3 +239,20 @@ def test_a_loss_panel_spanning_decades_of_positive_values_is_drawn_on_a_log_scal
     assert "world model losses (log scale)" in spiky
     assert "log scale" not in flat and "world model losses" in flat
     assert "log scale" not in rate  # rates and returns stay linear whatever their span
+
+
+def test_a_seed_longer_than_the_others_goes_on_past_the_band() -> None:
+    from dreamerctl.page import score_figure
+    from dreamerctl.run.report import Run
+
+    def run(seed: int, frames: int) -> Run:
+        x = np.arange(1.0, frames + 1)
+        return Run(Path(f"r{seed}"), "t", {"run.seed": seed},
+                   {"episode/score": (x, np.sin(x) + x / 10)})
+
+    longer = score_figure("t", [[run(0, 200), run(1, 80)]])
+    assert "mean of 2 runs (seeds 0, 1)" in longer
+    assert "seed 0, past the other seeds' last frame" in longer
+    assert "seed 1, past" not in longer
+    even = score_figure("t", [[run(0, 80), run(1, 80)]])
+    assert "past the other seeds" not in even
