@@ -130,7 +130,7 @@ def score_figure(task: str, groups: list[list[Run]]) -> str:
                               alpha=0.2, lw=0)
             # The band stops at the shortest seed's last frame: a seed that went further (runs
             # continued over days) goes on as its own smoothed line.
-            end = min(last_score_frame(run) for run in group)
+            end = min(f for run in group if (f := last_score_frame(run)) > 0)  # as band()
             for run in group:
                 x, y = run.series["episode/score"]
                 if len(x) and x[-1] > end:
